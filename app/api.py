@@ -1,0 +1,199 @@
+"""HTTP routes, and the one table that turns domain errors into HTTP responses."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+
+from app.counters import Counters
+from app.errors import (
+    CounterCapped,
+    CounterError,
+    StoreNotConfigured,
+    StoreUnavailable,
+    UnknownStore,
+)
+from app.metrics import Metrics
+from app.schemas import (
+    CappedBody,
+    CounterBody,
+    ErrorBody,
+    ReadinessBody,
+    UnreadyBody,
+    ValidationErrorBody,
+)
+from app.settings import Settings
+
+MAX_STEP = 1_000_000
+ID_RULE = "id must be 1 to 255 characters with no control characters"
+
+
+class Unauthorized(CounterError):
+    def __init__(self) -> None:
+        super().__init__("missing or invalid x-api-key header")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_counters(request: Request) -> Counters:
+    counters: Counters = request.app.state.counters
+    return counters
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CountersDep = Annotated[Counters, Depends(get_counters)]
+StoreName = Annotated[str, Path(description="Datastore: sqlite, redis, dynamo, docdb, tidb, momento.")]
+CounterId = Annotated[
+    str,
+    Path(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", description=ID_RULE),
+]
+
+_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
+
+
+def require_api_key(
+    settings: SettingsDep, api_key: Annotated[str | None, Depends(_api_key_header)]
+) -> None:
+    """Accept the request when auth is off or the key matches one of API_KEYS."""
+    if not settings.api_keys:
+        return
+    given = (api_key or "").encode()
+    # Compare against every key, without stopping early, so timing reveals nothing.
+    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys]
+    if not any(matches):
+        raise Unauthorized()
+
+
+_errors: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "API_KEYS is set and x-api-key does not match."},
+    404: {"model": ErrorBody, "description": "Unknown store, or a store that is not configured."},
+    422: {"model": ValidationErrorBody, "description": "Invalid id, by or max."},
+    503: {"model": ErrorBody, "description": "The store is down or did not answer in time."},
+}
+
+counters_router = APIRouter(dependencies=[Depends(require_api_key)], responses=_errors)
+probes_router = APIRouter()
+
+
+@counters_router.post(
+    "/{store}/{id}",
+    response_model=CounterBody,
+    responses={409: {"model": CappedBody, "description": "The cap would be passed."}},
+)
+async def increment(
+    store: StoreName,
+    id: CounterId,
+    counters: CountersDep,
+    settings: SettingsDep,
+    by: Annotated[int, Query(ge=1, le=MAX_STEP, description="Step to add.")] = 1,
+    max: Annotated[
+        int | None, Query(ge=1, description="Cap for this call; makes it a conditional write.")
+    ] = None,
+) -> CounterBody:
+    """Increment counter `id` on `store` and return the value this call produced."""
+    cap = max if max is not None else settings.max_counter_value if settings.use_conditional_writes else None
+    value = await counters.increment(store, id, by=by, cap=cap)
+    return CounterBody(store=store, id=id, counter=value, use_conditional_writes=cap is not None)
+
+
+@counters_router.get("/{store}/{id}", response_model=CounterBody)
+async def read(store: StoreName, id: CounterId, counters: CountersDep, settings: SettingsDep) -> CounterBody:
+    """Return the current value of counter `id` on `store` (0 if never incremented)."""
+    value = await counters.get(store, id)
+    return CounterBody(
+        store=store, id=id, counter=value, use_conditional_writes=settings.use_conditional_writes
+    )
+
+
+@probes_router.get("/healthz", response_model=ReadinessBody)
+async def healthz() -> ReadinessBody:
+    """Liveness: the process is up. Touches no store."""
+    return ReadinessBody(status="ok", stores={})
+
+
+@probes_router.get(
+    "/readyz",
+    response_model=ReadinessBody,
+    responses={503: {"model": UnreadyBody, "description": "A store did not answer its ping."}},
+)
+async def readyz(counters: CountersDep) -> ReadinessBody | JSONResponse:
+    """Readiness: ping every enabled store."""
+    stores = await counters.readiness()
+    down = sorted(name for name, status in stores.items() if status != "ok")
+    if down:
+        body = UnreadyBody(status="unavailable", stores=stores, error=f"stores unavailable: {', '.join(down)}")
+        return JSONResponse(body.model_dump(), status_code=503)
+    return ReadinessBody(status="ok", stores=stores)
+
+
+@probes_router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: operations by store and outcome, latency per store."""
+    app_metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+_STATUS: dict[type[CounterError], int] = {
+    Unauthorized: 401,
+    UnknownStore: 404,
+    StoreNotConfigured: 404,
+    CounterCapped: 409,
+    StoreUnavailable: 503,
+}
+
+_RULES = {
+    "id": ID_RULE,
+    "by": f"by must be an integer from 1 to {MAX_STEP}",
+    "max": "max must be a positive integer",
+}
+
+
+async def _counter_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CounterError)
+    status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+    body: dict[str, object] = {"error": str(exc)}
+    if isinstance(exc, CounterCapped):
+        body |= CounterBody(
+            store=request.path_params["store"],
+            id=request.path_params["id"],
+            counter=exc.current,
+            use_conditional_writes=True,
+        ).model_dump(by_alias=True)
+    headers = {"www-authenticate": "ApiKey"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    names = [str(err["loc"][-1]) for err in errors if err.get("loc")]
+    message = "; ".join(dict.fromkeys(_RULES.get(name, f"{name}: invalid") for name in names))
+    detail = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in errors]
+    return JSONResponse({"error": message or "invalid request", "detail": detail}, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    """Add the routes and the error handlers to `app`."""
+    app.include_router(probes_router)
+    app.include_router(counters_router)
+    app.add_exception_handler(CounterError, _counter_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,157 @@
+"""The one caller of every store: timeouts, error translation, metrics and logs live here."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from app.errors import CounterCapped, StoreNotConfigured, StoreUnavailable, UnknownStore
+from app.metrics import Metrics
+from app.settings import Settings
+from app.stores import STORE_TYPES, CounterStore
+
+log = logging.getLogger("atomic_counter")
+
+T = TypeVar("T")
+
+
+class Counters:
+    """Routes counter operations to the enabled stores and keeps their shared behaviour."""
+
+    def __init__(
+        self,
+        stores: Mapping[str, CounterStore],
+        *,
+        timeout: float,
+        metrics: Metrics,
+        known: Mapping[str, type[CounterStore]] = STORE_TYPES,
+    ) -> None:
+        self._stores = dict(stores)
+        self._known = known
+        self._timeout = timeout
+        self._metrics = metrics
+        self._ready: set[str] = set()
+        self._setup_locks = {name: asyncio.Lock() for name in self._stores}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics) -> "Counters":
+        """Build every store the settings enable."""
+        stores = {}
+        for name, store_type in STORE_TYPES.items():
+            store = store_type.from_settings(settings)
+            if store is not None:
+                stores[name] = store
+        return cls(stores, timeout=settings.store_timeout_seconds, metrics=metrics)
+
+    @property
+    def enabled(self) -> list[str]:
+        return list(self._stores)
+
+    async def start(self) -> None:
+        """Set up every store; one that is down now is set up on first use instead."""
+        for name, status in (await self.readiness()).items():
+            if status != "ok":
+                log.warning("store not ready at start-up", extra={"store": name, "status": status})
+
+    async def close(self) -> None:
+        for store in self._stores.values():
+            try:
+                await store.close()
+            except Exception:
+                log.exception("closing store failed", extra={"store": store.name})
+
+    async def increment(self, store: str, key: str, by: int = 1, cap: int | None = None) -> int:
+        """Increment `key` on `store` by `by`, capped at `cap` when given; return the new value."""
+        self._store(store)  # unknown and unconfigured stores are refused before any log line
+        started = time.perf_counter()
+        outcome = "error"
+        value: int | None = None
+        try:
+            value = await self._call(store, "increment", lambda s: s.increment(key, by, cap))
+            outcome = "ok"
+            return value
+        except CounterCapped as exc:
+            outcome, value = "capped", exc.current
+            raise
+        finally:
+            log.info(
+                "increment",
+                extra={
+                    "store": store,
+                    "id": key,
+                    "counter": value,
+                    "by": by,
+                    "max": cap,
+                    "outcome": outcome,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+    async def get(self, store: str, key: str) -> int:
+        """Return the current value of `key` on `store`."""
+        return await self._call(store, "get", lambda s: s.get(key))
+
+    async def readiness(self) -> dict[str, str]:
+        """Ping every enabled store at once; map each to "ok" or why it is not."""
+
+        async def check(name: str) -> str:
+            try:
+                await self._call(name, "ping", lambda s: s.ping())
+            except StoreUnavailable as exc:
+                return f"unavailable: {exc.reason}"
+            return "ok"
+
+        names = list(self._stores)
+        return dict(zip(names, await asyncio.gather(*(check(n) for n in names)), strict=True))
+
+    def _store(self, name: str) -> CounterStore:
+        store = self._stores.get(name)
+        if store is not None:
+            return store
+        store_type = self._known.get(name)
+        if store_type is None:
+            raise UnknownStore(name)
+        raise StoreNotConfigured(name, store_type.enabled_by)
+
+    async def _call(
+        self, name: str, operation: str, action: Callable[[CounterStore], Awaitable[T]]
+    ) -> T:
+        store = self._store(name)
+        outcome = "error"
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._ensure_setup(store)
+                result = await action(store)
+            outcome = "ok"
+            return result
+        except CounterCapped:
+            outcome = "capped"
+            raise
+        except TimeoutError as exc:
+            raise StoreUnavailable(name, f"no answer within {self._timeout:g}s") from exc
+        except store.unavailable_errors as exc:
+            log.warning(
+                "store unavailable",
+                extra={"store": name, "operation": operation, "error": _describe(exc)},
+            )
+            raise StoreUnavailable(name, type(exc).__name__) from exc
+        finally:
+            if operation != "ping":
+                self._metrics.requests.labels(name, operation, outcome).inc()
+                self._metrics.latency.labels(name, operation).observe(
+                    time.perf_counter() - started
+                )
+
+    async def _ensure_setup(self, store: CounterStore) -> None:
+        if store.name in self._ready:
+            return
+        async with self._setup_locks[store.name]:
+            if store.name not in self._ready:
+                await store.setup()
+                self._ready.add(store.name)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,63 @@
+"""The ASGI application: `uvicorn app.main:app`, or `create_app(settings)` in tests."""
+
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
+
+from app import __version__, api
+from app.counters import Counters
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("atomic_counter")
+
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings are read from the environment at start-up unless given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            active = settings if settings is not None else load_settings()
+        except SettingsError as exc:
+            print(f"atomic-counter: {exc}", file=sys.stderr)
+            raise
+        configure_logging(active.log_level)
+        if not active.api_keys:
+            log.warning("API_KEYS is not set: counter routes accept requests without a key")
+        metrics = Metrics()
+        counters = Counters.from_settings(active, metrics)
+        app.state.settings = active
+        app.state.metrics = metrics
+        app.state.counters = counters
+        await counters.start()
+        log.info("started", extra={"stores": counters.enabled, "version": __version__})
+        try:
+            yield
+        finally:
+            await counters.close()
+
+    app = FastAPI(
+        title="atomic-counter",
+        version=__version__,
+        summary="Atomic counters over HTTP on six datastores.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name="x-request-id",
+        validator=lambda value: bool(_REQUEST_ID.match(value)),
+    )
+    api.install(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,23 @@
+"""The one table of stores under test: add a datastore here and every suite runs on it."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.servers.base import LocalServer
+from tests.servers.redis import RedisServer
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    server: type[LocalServer] | None
+    settings: Callable[[Any, Path], dict[str, object]]
+    """Settings field values that enable the store against the running `server`."""
+
+
+BACKENDS: list[Backend] = [
+    Backend("sqlite", None, lambda server, tmp: {"sqlite_path": tmp / "counters.db"}),
+    Backend("redis", RedisServer, lambda server, tmp: {"redis_url": server.url}),
+]

@@ -1,0 +1,129 @@
+"""Shared fixtures: local servers, settings, a store per backend, and the app over HTTP."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.main import create_app
+from app.settings import Settings
+from app.stores import STORE_TYPES, CounterStore
+from tests.backends import BACKENDS, Backend
+from tests.servers.base import LocalServer, ServerUnavailable
+
+# `make test` (and so CI) sets this: a server that cannot start is then a failure,
+# never a skip.
+REQUIRE_SERVERS = os.environ.get("ATOMIC_COUNTER_REQUIRE_SERVERS") == "1"
+
+S = TypeVar("S", bound=LocalServer)
+
+
+def server_unavailable(reason: str) -> NoReturn:
+    if REQUIRE_SERVERS:
+        pytest.fail(f"required test server unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class Servers:
+    """Starts each kind of server once per session, plus dedicated ones tests may stop."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._shared: dict[type[LocalServer], LocalServer] = {}
+        self._failed: dict[type[LocalServer], str] = {}
+        self._all: list[LocalServer] = []
+
+    def shared(self, kind: type[S]) -> S:
+        if kind in self._failed:
+            server_unavailable(self._failed[kind])
+        if kind not in self._shared:
+            self._shared[kind] = self._start(kind, kind.name)
+        server = self._shared[kind]
+        assert isinstance(server, kind)
+        return server
+
+    def dedicated(self, kind: type[S]) -> S:
+        """A server of the test's own, which it may stop and restart."""
+        return self._start(kind, f"{kind.name}-{uuid.uuid4().hex[:8]}")
+
+    def _start(self, kind: type[S], dirname: str) -> S:
+        server = kind(self._root / dirname)
+        try:
+            server.start()
+        except ServerUnavailable as exc:
+            self._failed[kind] = str(exc)
+            server_unavailable(str(exc))
+        self._all.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in reversed(self._all):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    pool = Servers(tmp_path_factory.mktemp("servers"))
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def make_settings(**values: Any) -> Settings:
+    """Settings for a test: the given values, no `.env` file."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(
+    params=[pytest.param(b, marks=getattr(pytest.mark, b.name), id=b.name) for b in BACKENDS]
+)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    value: Backend = request.param
+    return value
+
+
+@pytest.fixture
+def backend_settings(backend: Backend, servers: Servers, tmp_path: Path) -> dict[str, object]:
+    """Settings values that enable `backend`'s store against its running server."""
+    server = servers.shared(backend.server) if backend.server else None
+    return backend.settings(server, tmp_path)
+
+
+@pytest.fixture
+async def store(backend: Backend, backend_settings: dict[str, object]) -> AsyncIterator[CounterStore]:
+    built = STORE_TYPES[backend.name].from_settings(make_settings(**backend_settings))
+    assert built is not None, f"{backend.name} not enabled by {backend_settings}"
+    await built.setup()
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+def key() -> str:
+    """A counter id no other test (or earlier run against the same server) has used."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, behind an HTTP client."""
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(backend_settings: dict[str, object], tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The service with `backend`'s store enabled (and sqlite, always), over HTTP."""
+    values: dict[str, object] = {"sqlite_path": tmp_path / "api.db"} | backend_settings
+    async for http in serve(make_settings(**values)):
+        yield http
