@@ -35,14 +35,19 @@ class Counters:
         self._setup_locks = {name: asyncio.Lock() for name in self._stores}
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics) -> "Counters":
-        """Build every store the settings enable."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        store_types: Mapping[str, type[CounterStore]] = STORE_TYPES,
+    ) -> "Counters":
+        """Build every store the settings enable, from `store_types`."""
         stores = {}
-        for name, store_type in STORE_TYPES.items():
+        for name, store_type in store_types.items():
             store = store_type.from_settings(settings)
             if store is not None:
                 stores[name] = store
-        return cls(stores, timeout=settings.store_timeout_seconds, metrics=metrics)
+        return cls(stores, timeout=settings.store_timeout_seconds, metrics=metrics, known=store_types)
 
     @property
     def enabled(self) -> list[str]:

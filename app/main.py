@@ -3,7 +3,7 @@
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
@@ -14,14 +14,21 @@ from app.counters import Counters
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.settings import Settings, SettingsError, load_settings
+from app.stores import STORE_TYPES, CounterStore
 
 log = logging.getLogger("atomic_counter")
 
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Settings are read from the environment at start-up unless given."""
+def create_app(
+    settings: Settings | None = None,
+    store_types: Mapping[str, type[CounterStore]] = STORE_TYPES,
+) -> FastAPI:
+    """Build the app. Settings are read from the environment at start-up unless given.
+
+    `store_types` lets benchmarks and tests serve extra stores (a no-op baseline, a broken one).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not active.api_keys:
             log.warning("API_KEYS is not set: counter routes accept requests without a key")
         metrics = Metrics()
-        counters = Counters.from_settings(active, metrics)
+        counters = Counters.from_settings(active, metrics, store_types)
         app.state.settings = active
         app.state.metrics = metrics
         app.state.counters = counters

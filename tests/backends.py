@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.servers.base import LocalServer
+from tests.servers.dynamodb import DynamoDbLocalServer
+from tests.servers.mariadb import MariaDbServer
+from tests.servers.momento import MomentoLocalServer
+from tests.servers.mongo import MongoWireServer
 from tests.servers.redis import RedisServer
 
 
@@ -20,4 +24,8 @@ class Backend:
 BACKENDS: list[Backend] = [
     Backend("sqlite", None, lambda server, tmp: {"sqlite_path": tmp / "counters.db"}),
     Backend("redis", RedisServer, lambda server, tmp: {"redis_url": server.url}),
+    Backend("dynamo", DynamoDbLocalServer, lambda server, tmp: server.settings()),
+    Backend("docdb", MongoWireServer, lambda server, tmp: server.settings()),
+    Backend("tidb", MariaDbServer, lambda server, tmp: server.settings()),
+    Backend("momento", MomentoLocalServer, lambda server, tmp: server.settings()),
 ]
