@@ -50,7 +50,9 @@ def get_counters(request: Request) -> Counters:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CountersDep = Annotated[Counters, Depends(get_counters)]
-StoreName = Annotated[str, Path(description="Datastore: sqlite, redis, dynamo, docdb, tidb, momento.")]
+StoreName = Annotated[
+    str, Path(description="Datastore: sqlite, redis, dynamo, docdb, tidb, momento.")
+]
 CounterId = Annotated[
     str,
     Path(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", description=ID_RULE),
@@ -67,7 +69,9 @@ def require_api_key(
         return
     given = (api_key or "").encode()
     # Compare against every key, without stopping early, so timing reveals nothing.
-    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys]
+    matches = [
+        hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys
+    ]
     if not any(matches):
         raise Unauthorized()
 
@@ -99,13 +103,21 @@ async def increment(
     ] = None,
 ) -> CounterBody:
     """Increment counter `id` on `store` and return the value this call produced."""
-    cap = max if max is not None else settings.max_counter_value if settings.use_conditional_writes else None
+    cap = (
+        max
+        if max is not None
+        else settings.max_counter_value
+        if settings.use_conditional_writes
+        else None
+    )
     value = await counters.increment(store, id, by=by, cap=cap)
     return CounterBody(store=store, id=id, counter=value, use_conditional_writes=cap is not None)
 
 
 @counters_router.get("/{store}/{id}", response_model=CounterBody)
-async def read(store: StoreName, id: CounterId, counters: CountersDep, settings: SettingsDep) -> CounterBody:
+async def read(
+    store: StoreName, id: CounterId, counters: CountersDep, settings: SettingsDep
+) -> CounterBody:
     """Return the current value of counter `id` on `store` (0 if never incremented)."""
     value = await counters.get(store, id)
     return CounterBody(
@@ -129,12 +141,16 @@ async def readyz(counters: CountersDep) -> ReadinessBody | JSONResponse:
     stores = await counters.readiness()
     down = sorted(name for name, status in stores.items() if status != "ok")
     if down:
-        body = UnreadyBody(status="unavailable", stores=stores, error=f"stores unavailable: {', '.join(down)}")
+        body = UnreadyBody(
+            status="unavailable", stores=stores, error=f"stores unavailable: {', '.join(down)}"
+        )
         return JSONResponse(body.model_dump(), status_code=503)
     return ReadinessBody(status="ok", stores=stores)
 
 
-@probes_router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@probes_router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: operations by store and outcome, latency per store."""
     app_metrics: Metrics = request.app.state.metrics

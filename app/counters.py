@@ -15,6 +15,8 @@ log = logging.getLogger("atomic_counter")
 
 T = TypeVar("T")
 
+_SETUP_TIMEOUT = 10.0
+
 
 class Counters:
     """Routes counter operations to the enabled stores and keeps their shared behaviour."""
@@ -47,17 +49,29 @@ class Counters:
             store = store_type.from_settings(settings)
             if store is not None:
                 stores[name] = store
-        return cls(stores, timeout=settings.store_timeout_seconds, metrics=metrics, known=store_types)
+        return cls(
+            stores, timeout=settings.store_timeout_seconds, metrics=metrics, known=store_types
+        )
 
     @property
     def enabled(self) -> list[str]:
         return list(self._stores)
 
     async def start(self) -> None:
-        """Set up every store; one that is down now is set up on first use instead."""
-        for name, status in (await self.readiness()).items():
-            if status != "ok":
-                log.warning("store not ready at start-up", extra={"store": name, "status": status})
+        """Set up every store at once; one that is down now is set up on first use instead."""
+
+        async def try_setup(store: CounterStore) -> None:
+            try:
+                # Creating a table or cache can take longer than one request may.
+                async with asyncio.timeout(max(self._timeout, _SETUP_TIMEOUT)):
+                    await self._ensure_setup(store)
+            except Exception as exc:  # one broken store must not stop the others
+                log.warning(
+                    "store not ready at start-up",
+                    extra={"store": store.name, "error": _describe(exc)},
+                )
+
+        await asyncio.gather(*(try_setup(store) for store in self._stores.values()))
 
     async def close(self) -> None:
         for store in self._stores.values():
@@ -145,9 +159,7 @@ class Counters:
         finally:
             if operation != "ping":
                 self._metrics.requests.labels(name, operation, outcome).inc()
-                self._metrics.latency.labels(name, operation).observe(
-                    time.perf_counter() - started
-                )
+                self._metrics.latency.labels(name, operation).observe(time.perf_counter() - started)
 
     async def _ensure_setup(self, store: CounterStore) -> None:
         if store.name in self._ready:

@@ -80,12 +80,24 @@ def make_settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@pytest.fixture(
-    params=[pytest.param(b, marks=getattr(pytest.mark, b.name), id=b.name) for b in BACKENDS]
-)
+def backend_params(*, with_server: bool = False) -> list[Any]:
+    """One pytest param per backend, marked with its name; `with_server` drops the embedded one."""
+    return [
+        pytest.param(b, marks=getattr(pytest.mark, b.name), id=b.name)
+        for b in BACKENDS
+        if b.server is not None or not with_server
+    ]
+
+
+@pytest.fixture(params=backend_params())
 def backend(request: pytest.FixtureRequest) -> Backend:
     value: Backend = request.param
     return value
+
+
+@pytest.fixture
+def backend_name(backend: Backend) -> str:
+    return backend.name
 
 
 @pytest.fixture
@@ -96,7 +108,9 @@ def backend_settings(backend: Backend, servers: Servers, tmp_path: Path) -> dict
 
 
 @pytest.fixture
-async def store(backend: Backend, backend_settings: dict[str, object]) -> AsyncIterator[CounterStore]:
+async def store(
+    backend: Backend, backend_settings: dict[str, object]
+) -> AsyncIterator[CounterStore]:
     built = STORE_TYPES[backend.name].from_settings(make_settings(**backend_settings))
     assert built is not None, f"{backend.name} not enabled by {backend_settings}"
     await built.setup()
@@ -122,7 +136,9 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def client(backend_settings: dict[str, object], tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    backend_settings: dict[str, object], tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
     """The service with `backend`'s store enabled (and sqlite, always), over HTTP."""
     values: dict[str, object] = {"sqlite_path": tmp_path / "api.db"} | backend_settings
     async for http in serve(make_settings(**values)):

@@ -26,7 +26,7 @@ class CounterStore(Protocol):
         ...
 
     async def setup(self) -> None:
-        """Prepare the datastore (tables, caches, scripts). Idempotent; retried until it succeeds."""
+        """Prepare the datastore (tables, caches). Idempotent; retried until it succeeds."""
         ...
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:

@@ -98,7 +98,7 @@ class LocalServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet in the child
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -108,7 +108,9 @@ class LocalServer:
                 return
             time.sleep(0.05)
         self.stop()
-        raise ServerUnavailable(f"{self.name} not ready after {self.start_timeout:g}s: {self._tail()}")
+        raise ServerUnavailable(
+            f"{self.name} not ready after {self.start_timeout:g}s: {self._tail()}"
+        )
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -9,7 +9,9 @@ from app.errors import CounterCapped
 from app.stores import CounterStore
 
 
-async def increment_or_capped(store: CounterStore, key: str, by: int, cap: int) -> int | CounterCapped:
+async def increment_or_capped(
+    store: CounterStore, key: str, by: int, cap: int
+) -> int | CounterCapped:
     try:
         return await store.increment(key, by=by, cap=cap)
     except CounterCapped as exc:

@@ -1,0 +1,52 @@
+# Two commands matter: `make run` serves on the embedded default (sqlite), and
+# `make test` installs everything the tests need, starts the local servers and runs them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+
+# Pinned runtime dependencies, then the project itself (editable, no re-resolution).
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.lock $(VENV)/.installed
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.lock
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+# Servers are started by the tests themselves (tests/servers/) on loopback ports of
+# their own and stopped when the session ends, whatever its outcome.
+test: $(VENV)/.installed-test
+	scripts/install-test-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	ATOMIC_COUNTER_REQUIRE_SERVERS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/service_overhead.py
+
+clean:
+	rm -rf $(VENV) .cache data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""Probes, metrics, JSON logs and the OpenAPI document."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import make_settings, serve
+
+pytestmark = pytest.mark.sqlite
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async for http in serve(make_settings(sqlite_path=tmp_path / "c.db")):
+        yield http
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "stores": {"sqlite": "ok"}}
+
+
+async def test_metrics_count_outcomes_and_latency_per_store(client: httpx.AsyncClient) -> None:
+    await client.post("/sqlite/m")
+    await client.post("/sqlite/m", params={"max": 1})  # capped
+    await client.get("/sqlite/m")
+    text = (await client.get("/metrics")).text
+    assert (
+        'atomic_counter_requests_total{operation="increment",outcome="ok",store="sqlite"} 1.0'
+        in text
+    )
+    assert (
+        'atomic_counter_requests_total{operation="increment",outcome="capped",store="sqlite"} 1.0'
+        in text
+    )
+    assert 'atomic_counter_requests_total{operation="get",outcome="ok",store="sqlite"} 1.0' in text
+    assert (
+        'atomic_counter_request_duration_seconds_count{operation="increment",store="sqlite"} 2.0'
+        in text
+    )
+
+
+async def test_one_json_log_line_per_increment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The app starts inside the test so its log handler writes into capsys.
+    async for client in serve(make_settings(sqlite_path=tmp_path / "c.db")):
+        await client.post("/sqlite/logged", headers={"x-request-id": "req-42"})
+        await client.post("/sqlite/logged", params={"max": 1}, headers={"x-request-id": "req-43"})
+    lines = [line for line in json_lines(capsys.readouterr().out) if line["message"] == "increment"]
+    assert [(line["request_id"], line["outcome"], line["counter"]) for line in lines] == [
+        ("req-42", "ok", 1),
+        ("req-43", "capped", 1),
+    ]
+    for line in lines:
+        assert line["store"] == "sqlite"
+        assert line["id"] == "logged"
+        assert line["level"] == "INFO"
+        assert isinstance(line["duration_ms"], float)
+        assert "time" in line
+
+
+async def test_openapi_documents_every_status_with_its_body(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    post = spec["paths"]["/{store}/{id}"]["post"]
+    schemas = {
+        status: body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        for status, body in post["responses"].items()
+    }
+    assert schemas == {
+        "200": "CounterBody",
+        "401": "ErrorBody",
+        "404": "ErrorBody",
+        "409": "CappedBody",
+        "422": "ValidationErrorBody",
+        "503": "ErrorBody",
+    }
+    capped = spec["components"]["schemas"]["CappedBody"]["properties"]
+    assert {"error", "store", "id", "counter", "useConditionalWrites"} <= capped.keys()
+    assert {p["name"] for p in post["parameters"]} == {"store", "id", "by", "max"}
+    assert (await client.get("/docs")).status_code == 200
