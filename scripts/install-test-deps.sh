@@ -50,8 +50,12 @@ if [ ! -x "$CACHE/mongoeco-venv/bin/python" ]; then
     say "no Python 3.13 found (python3.13 on PATH or pyenv 3.13.0); mongoeco needs it" >&2
     exit 1
   fi
-  say "mongoeco $MONGOECO_VERSION into $CACHE/mongoeco-venv ($py313)"
+  say "python venv at $CACHE/mongoeco-venv ($py313)"
   "$py313" -m venv "$CACHE/mongoeco-venv"
-  "$CACHE/mongoeco-venv/bin/pip" install -q --disable-pip-version-check "mongoeco==$MONGOECO_VERSION"
+fi
+# The `wire` extra brings pymongo's bson; without it mongoeco drops every connection.
+if ! "$CACHE/mongoeco-venv/bin/python" -c 'import mongoeco.wire, bson' 2>/dev/null; then
+  say "mongoeco[wire] $MONGOECO_VERSION into $CACHE/mongoeco-venv"
+  "$CACHE/mongoeco-venv/bin/pip" install -q --disable-pip-version-check "mongoeco[wire]==$MONGOECO_VERSION"
 fi
 say "ready"

@@ -1,0 +1,197 @@
+"""MongoDB/DocumentDB specifics: duplicate-key collisions on first increments, int64 storage."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from bson import Int64
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from app.errors import CounterCapped
+from app.stores.docdb import DocumentDbStore
+from tests.conftest import Servers, make_settings
+from tests.servers.base import free_port
+from tests.servers.mongo import MongoWireServer
+
+pytestmark = pytest.mark.docdb
+
+Document = dict[str, Any]
+
+
+@pytest.fixture
+def server(servers: Servers) -> MongoWireServer:
+    return servers.shared(MongoWireServer)
+
+
+@pytest.fixture
+async def store(server: MongoWireServer) -> AsyncIterator[DocumentDbStore]:
+    built = DocumentDbStore.from_settings(make_settings(**server.settings()))
+    assert built is not None
+    await built.setup()
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+async def raw(server: MongoWireServer) -> AsyncIterator[Any]:
+    """The counters collection, read directly with PyMongo."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(server.url)
+    try:
+        yield client[server.database]["counters"]
+    finally:
+        await client.close()
+
+
+def fresh_ids(count: int) -> list[str]:
+    return [f"fresh-{uuid.uuid4().hex}" for _ in range(count)]
+
+
+@pytest.mark.parametrize("cap", [None, 1000], ids=["unconditional", "conditional"])
+async def test_concurrent_first_increments_of_new_ids_all_succeed(
+    store: DocumentDbStore, cap: int | None
+) -> None:
+    # On MongoDB/DocumentDB these race to insert each _id and some collide with E11000;
+    # mongoeco serializes writes, so there the collision path is covered further down.
+    ids = fresh_ids(20)
+    results = await asyncio.gather(
+        *(store.increment(i, cap=cap) for i in ids for _ in range(10)), return_exceptions=True
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], "no 409, no error"
+    for n, counter_id in enumerate(ids):
+        assert sorted(r for r in results[n * 10 : n * 10 + 10] if isinstance(r, int)) == list(
+            range(1, 11)
+        )
+        assert await store.get(counter_id) == 10
+
+
+async def test_first_increments_racing_to_the_cap_split_exactly(store: DocumentDbStore) -> None:
+    ids = fresh_ids(10)
+    results = await asyncio.gather(
+        *(store.increment(i, cap=5) for i in ids for _ in range(8)), return_exceptions=True
+    )
+    for n in range(len(ids)):
+        mine = results[n * 8 : n * 8 + 8]
+        assert sorted(r for r in mine if isinstance(r, int)) == [1, 2, 3, 4, 5]
+        capped = [r for r in mine if isinstance(r, CounterCapped)]
+        assert [(c.current, c.cap) for c in capped] == [(5, 5)] * 3
+
+
+async def test_counters_are_stored_as_bson_int64(
+    store: DocumentDbStore, raw: Any, key: str
+) -> None:
+    assert await store.increment(key) == 1
+    assert type((await raw.find_one({"_id": key}))["value"]) is Int64
+
+    big = f"{key}-big"
+    assert await store.increment(big, by=2**31 - 1) == 2**31 - 1
+    assert await store.increment(big, cap=2**31) == 2**31
+    stored = (await raw.find_one({"_id": big}))["value"]
+    assert (type(stored), stored) == (Int64, 2**31)
+
+
+async def test_refused_first_step_creates_no_document(
+    store: DocumentDbStore, raw: Any, key: str
+) -> None:
+    with pytest.raises(CounterCapped) as capped:
+        await store.increment(key, by=11, cap=10)
+    assert capped.value.current == 0
+    assert await raw.find_one({"_id": key}) is None
+
+
+async def test_down_server_fails_within_store_timeout() -> None:
+    url = f"mongodb://127.0.0.1:{free_port(27999)}/?directConnection=true"
+    store = DocumentDbStore.from_settings(make_settings(docdb_url=url, store_timeout_seconds=0.3))
+    assert store is not None
+    started = time.monotonic()
+    with pytest.raises(DocumentDbStore.unavailable_errors):
+        await store.ping()
+    await store.close()
+    assert time.monotonic() - started < 2, "PyMongo's 30 s server selection default was used"
+
+
+async def test_timeouts_in_the_uri_win_over_the_setting() -> None:
+    url = f"mongodb://127.0.0.1:{free_port(27999)}/?directConnection=true&serverSelectionTimeoutMS=200"
+    store = DocumentDbStore.from_settings(make_settings(docdb_url=url, store_timeout_seconds=10))
+    assert store is not None
+    started = time.monotonic()
+    with pytest.raises(DocumentDbStore.unavailable_errors):
+        await store.ping()
+    await store.close()
+    assert time.monotonic() - started < 2
+
+
+DOCDB_HOST = "mongodb://u:p@app.cluster-x.eu-west-1.docdb.amazonaws.com:27017/"
+
+
+@pytest.mark.parametrize(
+    ("query", "retry_writes"),
+    [("?tls=true&replicaSet=rs0", False), ("?retryWrites=true", True)],
+    ids=["defaulted", "uri-wins"],
+)
+@pytest.mark.filterwarnings("ignore:You appear to be connected to a DocumentDB cluster")
+async def test_documentdb_hosts_get_no_retryable_writes(query: str, retry_writes: bool) -> None:
+    # DocumentDB rejects every retryable write, so without this each increment fails.
+    store = DocumentDbStore.from_settings(make_settings(docdb_url=DOCDB_HOST + query))
+    assert store is not None
+    assert store._client.options.retry_writes is retry_writes
+    await store.close()
+
+
+class ScriptedCollection:
+    """A counters collection whose upserts collide a set number of times first."""
+
+    def __init__(self, collisions: int, stored: int) -> None:
+        self.collisions = collisions
+        self.stored = stored
+        self.upserts = 0
+
+    async def find_one_and_update(self, query: Document, update: Document, **_: Any) -> Document:
+        self.upserts += 1
+        if self.upserts <= self.collisions:
+            raise DuplicateKeyError("E11000 duplicate key error", 11000)
+        self.stored += int(update["$inc"]["value"])
+        return {"value": Int64(self.stored)}
+
+    async def find_one(self, query: Document, **_: Any) -> Document | None:
+        return {"value": Int64(self.stored)} if self.stored else None
+
+
+class ScriptedDatabase:
+    def __init__(self, collection: ScriptedCollection) -> None:
+        self.collection = collection
+
+    def get_collection(self, name: str, **_: Any) -> ScriptedCollection:
+        return self.collection
+
+
+def scripted_store(collection: ScriptedCollection) -> DocumentDbStore:
+    # The store reaches its collection as client[database].get_collection("counters").
+    return DocumentDbStore({"db": ScriptedDatabase(collection)}, "db")  # type: ignore[arg-type]
+
+
+async def test_unconditional_collision_is_retried_not_reported() -> None:
+    # MongoDB >= 4.2 retries this race on the server; DocumentDB may hand it back.
+    collection = ScriptedCollection(collisions=1, stored=0)
+    assert await scripted_store(collection).increment("new") == 1
+    assert collection.upserts == 2
+
+
+async def test_conditional_collision_below_the_cap_is_retried_not_409() -> None:
+    # Another caller's first increment inserted the counter (now 1) just before ours.
+    collection = ScriptedCollection(collisions=1, stored=1)
+    assert await scripted_store(collection).increment("new", cap=10) == 2
+    assert collection.upserts == 2
+
+
+async def test_endless_collisions_end_as_unavailable_not_capped() -> None:
+    collection = ScriptedCollection(collisions=100, stored=0)
+    with pytest.raises(DuplicateKeyError) as error:
+        await scripted_store(collection).increment("new", cap=10)
+    assert isinstance(error.value, DocumentDbStore.unavailable_errors)  # so a 503
+    assert collection.upserts == 5
