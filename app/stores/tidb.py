@@ -1,30 +1,192 @@
-"""PLACEHOLDER - being implemented; replace this whole module."""
+"""TiDB (MySQL protocol): one upsert per increment; LAST_INSERT_ID(expr) hands back the value."""
 
-from typing import ClassVar, Self
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+from urllib.parse import unquote, urlsplit
 
+import asyncmy
+from asyncmy.errors import InterfaceError, OperationalError
+from asyncmy.pool import Pool
+
+from app.errors import CounterCapped
 from app.settings import Settings
+
+# VARBINARY, not VARCHAR ... utf8mb4_bin: that collation is PAD SPACE on TiDB, MySQL and
+# MariaDB, so "a" and "a " would be one counter. Bytes compare exactly, are
+# case-sensitive, and hold any UTF-8 id of 255 characters (4 bytes each at most).
+# BIGINT: counters pass 2**31. CLUSTERED (a comment anywhere but TiDB) stores the row
+# under its id, so an increment touches one key instead of an index entry and a row.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    id    VARBINARY(1020) NOT NULL,
+    value BIGINT          NOT NULL,
+    PRIMARY KEY (id) /*T![clustered_index] CLUSTERED */
+)
+"""
+
+# LAST_INSERT_ID(expr) stores expr as the session's insert id, which the server sends in
+# the statement's OK packet: the new value arrives with the write, in one round trip,
+# and is this caller's own (it is per connection, and the row is locked while it is set).
+_INCREMENT = """
+INSERT INTO counters (id, value) VALUES (%s, LAST_INSERT_ID(%s))
+ON DUPLICATE KEY UPDATE value = LAST_INSERT_ID(value + %s)
+"""
+
+# At the cap the row keeps its value: affected rows is then 0 (1 = inserted, 2 = updated)
+# as long as CLIENT_FOUND_ROWS stays off, which is asyncmy's default.
+_INCREMENT_CAPPED = """
+INSERT INTO counters (id, value) VALUES (%s, LAST_INSERT_ID(%s))
+ON DUPLICATE KEY UPDATE value = LAST_INSERT_ID(IF(value + %s <= %s, value + %s, value))
+"""
+
+_GET = "SELECT value FROM counters WHERE id = %s"
+
+_SCHEMES = ("mysql", "mysql+asyncmy", "tidb")
+_DEFAULT_PORT = 4000
+# Idle connections older than this are replaced on checkout: load balancers in front of
+# TiDB (AWS NLB: 350 s) drop idle TCP flows without telling either side.
+_POOL_RECYCLE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class TidbTarget:
+    """Where and as whom to connect; the password never shows in a repr."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str, ssl_ca: Path | None = None) -> Self:
+        """Parse `mysql://user:password@host:4000/db` (percent-encoded parts are decoded)."""
+        # Messages name the variable, never the URL: it holds the password.
+        try:
+            parts = urlsplit(url)
+            port = parts.port or _DEFAULT_PORT
+        except ValueError:
+            raise ValueError("TIDB_URL is not a valid URL") from None
+        if parts.scheme not in _SCHEMES:
+            raise ValueError(f"TIDB_URL must start with one of {', '.join(_SCHEMES)}://")
+        database = unquote(parts.path.lstrip("/"))
+        if not parts.hostname or not parts.username or not database:
+            raise ValueError("TIDB_URL must name a user, a host and a database")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username),
+            password=unquote(parts.password or ""),
+            database=database,
+            tls=None if ssl_ca is None else _tls_context(ssl_ca),
+        )
+
+
+def _tls_context(ca: Path) -> ssl.SSLContext:
+    # create_default_context verifies the certificate chain and the host name.
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TIDB_SSL_CA: cannot load {ca}: {exc}") from None
 
 
 class TidbStore:
     name: ClassVar[str] = "tidb"
     enabled_by: ClassVar[str] = "TIDB_URL"
-    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
+    # OperationalError: lost connection, cannot connect, and server-side conflicts and
+    # lock-wait timeouts that a retry later resolves. InterfaceError: used a closed
+    # connection. OSError: socket and TLS failures the driver lets through.
+    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        OperationalError,
+        InterfaceError,
+        OSError,
+    )
+
+    def __init__(self, target: TidbTarget, *, pool_size: int, connect_timeout: float) -> None:
+        self._target = target
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._pool: Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._target!r})"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
-        return None
+        if settings.tidb_url is None:
+            return None
+        target = TidbTarget.from_url(settings.tidb_url.get_secret_value(), settings.tidb_ssl_ca)
+        return cls(
+            target,
+            pool_size=settings.tidb_pool_size,
+            connect_timeout=settings.store_timeout_seconds,
+        )
 
     async def setup(self) -> None:
-        raise NotImplementedError
+        if self._pool is None:
+            # minsize=0: no connection is opened here, so this cannot fail half-way.
+            self._pool = await asyncmy.create_pool(
+                minsize=0,
+                maxsize=self._pool_size,
+                pool_recycle=_POOL_RECYCLE_SECONDS,
+                host=self._target.host,
+                port=self._target.port,
+                user=self._target.user,
+                password=self._target.password,
+                database=self._target.database,
+                ssl=self._target.tls,
+                charset="utf8mb4",
+                connect_timeout=self._connect_timeout,
+                # asyncmy defaults to autocommit off, and its pool rolls back a connection
+                # released inside a transaction: every increment would vanish.
+                autocommit=True,
+            )
+        await self._execute(_SCHEMA)
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        raise NotImplementedError
+        if cap is None:
+            _, value, _ = await self._execute(_INCREMENT, (key, by, by))
+            return value
+        if by > cap:
+            # Even a first increment would pass the cap: write nothing, not even a 0 row.
+            raise CounterCapped(current=await self.get(key), cap=cap)
+        affected, value, _ = await self._execute(_INCREMENT_CAPPED, (key, by, by, cap, by))
+        if affected == 0:
+            raise CounterCapped(current=await self.get(key), cap=cap)
+        return value
 
     async def get(self, key: str) -> int:
-        raise NotImplementedError
+        _, _, row = await self._execute(_GET, (key,))
+        return 0 if row is None else int(row[0])
 
     async def ping(self) -> None:
-        raise NotImplementedError
+        await self._execute("SELECT 1")
 
     async def close(self) -> None:
-        raise NotImplementedError
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            await pool.wait_closed()
+
+    async def _execute(
+        self, statement: str, args: tuple[Any, ...] = ()
+    ) -> tuple[int, int, tuple[Any, ...] | None]:
+        """Run one statement on a pooled connection: (affected rows, insert id, first row)."""
+        if self._pool is None:
+            raise InterfaceError(0, "tidb store is not set up")
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.cursor() as cursor:
+                    affected = await cursor.execute(statement, args or None)
+                    row = await cursor.fetchone()
+                    return int(affected), int(cursor.lastrowid), row
+            except BaseException:
+                # A statement that failed or was cancelled half-way may leave the
+                # connection dead or out of step: never hand it back to the pool. Idle
+                # connections that died with the server are dropped by the pool itself
+                # on checkout (it sees their EOF), so the store recovers on its own.
+                conn.close()
+                raise
