@@ -46,7 +46,7 @@ async def test_store_down_is_503_for_that_store_only_and_recovers(
 
         server.start()
         recovered = await _eventually_ok(client, f"/{backend.name}/{key}")
-        if getattr(server, "keeps_data", False):
+        if server.keeps_data:
             assert recovered.json()["counter"] == 2, "the increment before the outage was kept"
         assert (await client.get("/readyz")).status_code == 200
 

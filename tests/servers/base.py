@@ -49,6 +49,8 @@ class LocalServer:
     start_timeout: ClassVar[float] = 30.0
     program: ClassVar[str] = ""
     """Executable that must be on PATH (or an absolute path) for the server to start."""
+    keeps_data: ClassVar[bool] = False
+    """Whether counters survive `restart()`, as they would on the real, durable datastore."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
