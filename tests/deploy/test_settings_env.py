@@ -1,0 +1,152 @@
+"""The env the deployment files give the app: real settings only, enough to enable each store."""
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from app.settings import Settings
+from app.stores import STORE_TYPES
+from tests.deploy import dockerfile
+from tests.deploy.conftest import DOCKERFILE
+
+pytestmark = pytest.mark.deploy
+
+# Variables that are deliberately not app settings, and who reads them.
+NOT_APP_SETTINGS = {
+    # The AWS SDK's credential chain (dummy keys for DynamoDB Local; the task role on ECS).
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    # uvicorn itself: worker count, and which proxies may set X-Forwarded-* (the ALB).
+    "WEB_CONCURRENCY",
+    "FORWARDED_ALLOW_IPS",
+    # The Python runtime in the image.
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+}
+# UVICORN_<OPTION>: uvicorn's CLI reads every option from the environment (click's
+# auto_envvar_prefix), so each must name one of its real options.
+_UVICORN_CLI = importlib.import_module("uvicorn.main").main
+UVICORN_OPTIONS = {
+    f"UVICORN_{p.name.upper()}" for p in _UVICORN_CLI.params if p.name and p.name != "app"
+}
+SETTINGS = {name.upper() for name in Settings.model_fields}
+
+# What turns each store on: its `enabled_by`, plus documented alternatives.
+ENABLERS: dict[str, set[str]] = {name: {store.enabled_by} for name, store in STORE_TYPES.items()}
+ENABLERS["momento"].add("MOMENTO_ENDPOINT")  # host:port of a local server, no key needed
+# Settings a store needs besides its enabler, per place it runs.
+COMPANIONS = {
+    "compose": {"dynamo": {"DYNAMODB_ENDPOINT_URL", "DYNAMODB_CREATE_TABLE", "AWS_REGION"}},
+    "ecs": {"dynamo": {"AWS_REGION"}},
+}
+
+
+def compose_env(compose: dict[str, Any]) -> dict[str, str]:
+    env = compose["services"]["app"]["environment"]
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def task_env(task_definition: dict[str, Any]) -> dict[str, str]:
+    (app,) = task_definition["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in app["environment"]}
+    return env | {s["name"]: "placeholder-secret" for s in app["secrets"]}
+
+
+def template_env(template: dict[str, Any]) -> dict[str, str]:
+    task = next(
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::ECS::TaskDefinition"
+    )
+    (app,) = task["ContainerDefinitions"]
+    params = template["Parameters"]
+
+    def value(raw: Any) -> str:
+        if isinstance(raw, dict) and "Ref" in raw:
+            ref = raw["Ref"]
+            return str(params[ref].get("Default", ref)) if ref in params else f"resolved-{ref}"
+        return str(raw)
+
+    env = {e["Name"]: value(e["Value"]) for e in app["Environment"]}
+    return env | {s["Name"]: "placeholder-secret" for s in app["Secrets"]}
+
+
+def places(
+    compose: dict[str, Any], task_definition: dict[str, Any], template: dict[str, Any]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    return {
+        "docker-compose.yml": ("compose", compose_env(compose)),
+        "task-definition.json": ("ecs", task_env(task_definition)),
+        "cloudformation.yaml": ("ecs", template_env(template)),
+        "Dockerfile": ("image", dockerfile.parse(DOCKERFILE)[1][-1].env()),
+    }
+
+
+def unknown(names: set[str]) -> set[str]:
+    return {n for n in names if n not in SETTINGS | NOT_APP_SETTINGS | UVICORN_OPTIONS}
+
+
+def test_every_variable_is_a_real_setting_or_a_known_outside_one(
+    compose: dict[str, Any], task_definition: dict[str, Any], template: dict[str, Any]
+) -> None:
+    for where, (_, env) in places(compose, task_definition, template).items():
+        assert unknown(set(env)) == set(), f"{where} sets variables nothing reads"
+
+
+def test_a_typo_is_caught() -> None:
+    assert unknown({"DYNAMODB_TABEL", "UVICORN_PROT", "REDIS_URL", "UVICORN_PORT"}) == {
+        "DYNAMODB_TABEL",
+        "UVICORN_PROT",
+    }
+
+
+def test_values_parse_as_the_app_settings(
+    compose: dict[str, Any], task_definition: dict[str, Any], template: dict[str, Any]
+) -> None:
+    for where, (_, env) in places(compose, task_definition, template).items():
+        values = {k.lower(): v for k, v in env.items() if k in SETTINGS and v and "${" not in v}
+        Settings(_env_file=None, **values)  # type: ignore[call-arg]  # raises if one is invalid
+        assert where
+
+
+def test_every_store_is_enabled_where_it_is_meant_to_run(
+    compose: dict[str, Any], task_definition: dict[str, Any], template: dict[str, Any]
+) -> None:
+    for where, (kind, env) in places(compose, task_definition, template).items():
+        if kind == "image":
+            continue
+        set_names = {k for k, v in env.items() if v}
+        for store, enablers in ENABLERS.items():
+            assert enablers & set_names, f"{where}: {store} is not enabled (set one of {enablers})"
+            missing = COMPANIONS[kind].get(store, set()) - set_names
+            assert not missing, f"{where}: {store} also needs {missing}"
+
+
+def test_compose_points_each_store_at_its_own_service(compose: dict[str, Any]) -> None:
+    env = compose_env(compose)
+    services = compose["services"]
+    hosts = {
+        "REDIS_URL": urlsplit(env["REDIS_URL"]).hostname,
+        "DOCDB_URL": urlsplit(env["DOCDB_URL"]).hostname,
+        "TIDB_URL": urlsplit(env["TIDB_URL"]).hostname,
+        "DYNAMODB_ENDPOINT_URL": urlsplit(env["DYNAMODB_ENDPOINT_URL"]).hostname,
+        "MOMENTO_ENDPOINT": env["MOMENTO_ENDPOINT"].rpartition(":")[0],
+    }
+    for name, host in hosts.items():
+        assert host in services, f"{name} points at {host}, which is not a compose service"
+        assert host in services["app"]["depends_on"], f"app does not wait for {host}"
+    assert env["DYNAMODB_CREATE_TABLE"] == "true"
+
+
+def test_ecs_never_creates_the_table_it_is_given(
+    task_definition: dict[str, Any], template: dict[str, Any]
+) -> None:
+    assert task_env(task_definition)["DYNAMODB_CREATE_TABLE"] == "false"
+    assert template_env(template)["DYNAMODB_CREATE_TABLE"] == "false"
+    assert "DYNAMODB_ENDPOINT_URL" not in task_env(task_definition)
