@@ -1,0 +1,1 @@
+"""Developer benchmarks of the service itself (not shipped in the package)."""

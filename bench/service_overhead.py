@@ -1,0 +1,125 @@
+"""Issue 2: what the service costs on top of its datastore.
+
+Starts a throwaway redis-server and the service (one uvicorn process, the null baseline
+store beside sqlite and redis), then loads `POST /null/{id}`, `POST /sqlite/{id}` and
+`POST /redis/{id}` one after another at 64 connections and prints req/s, p50, p99 and the
+ratios to the baseline. Run from the project root: `.venv/bin/python bench/service_overhead.py`.
+"""
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.null_store` live beside `app`
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from app.bench.load import LoadPlan, key_ids, make_client, new_run_id, run_store  # noqa: E402
+from app.bench.report import percentile  # noqa: E402
+from app.bench.verdict import judge, key_outcomes  # noqa: E402
+from tests.bench.service import ServiceProcess  # noqa: E402
+from tests.servers.redis import RedisServer  # noqa: E402
+
+ROUTES = ("null", "sqlite", "redis")
+
+
+async def measure(url: str, plan: LoadPlan) -> list[dict[str, Any]]:
+    """Load each route in turn (never together) and return its figures."""
+    rows = []
+    run_id = new_run_id()
+    async with make_client(url, plan.concurrency, None, timeout=10.0) as client:
+        for store in ROUTES:
+            run = await run_store(client, store, plan, key_ids(run_id, store, plan.keys))
+            latencies = sorted(sample.latency * 1000 for sample in run.samples)
+            verdict = judge(key_outcomes(run.samples, run.key_ids, run.finals), plan.by, None)
+            rows.append(
+                {
+                    "route": f"POST /{store}/{{id}}",
+                    "rps": len(run.samples) / run.elapsed,
+                    "p50": percentile(latencies, 50),
+                    "p99": percentile(latencies, 99),
+                    "errors": sum(1 for s in run.samples if s.outcome != "ok"),
+                    "verdict": verdict.status,
+                }
+            )
+    return rows
+
+
+def print_table(console: Console, log_level: str, rows: list[dict[str, Any]]) -> None:
+    base = rows[0]
+    table = Table(title=f"LOG_LEVEL={log_level} (service logs to a file)", title_justify="left")
+    for name in ("route", "req/s", "p50 ms", "p99 ms", "errors", "verdict"):
+        table.add_column(name, justify="left" if name in ("route", "verdict") else "right")
+    for name in ("req/s ÷ baseline", "p50 ÷ baseline", "p99 ÷ baseline"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(
+            row["route"],
+            f"{row['rps']:,.0f}",
+            f"{row['p50']:.1f}",
+            f"{row['p99']:.1f}",
+            str(row["errors"]),
+            row["verdict"],
+            f"{row['rps'] / base['rps']:.2f}",
+            f"{row['p50'] / base['p50']:.2f}",
+            f"{row['p99'] / base['p99']:.2f}",
+        )
+    console.print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="per route (default 5000)")
+    parser.add_argument("--warmup", type=int, default=500, help="per route, untimed (default 500)")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--keys", type=int, default=1, help="counter ids per route (default 1)")
+    parser.add_argument(
+        "--log-levels", default="INFO,WARNING", help="one service run per level (default both)"
+    )
+    args = parser.parse_args()
+    plan = LoadPlan(
+        requests=args.requests,
+        duration=300.0,  # a safety bound: no route runs for more than five minutes
+        concurrency=args.concurrency,
+        keys=args.keys,
+        warmup=args.warmup,
+    )
+    console = Console(width=max(Console().width, 130))
+    console.print(
+        f"{args.requests} requests per route after {args.warmup} warm-up, "
+        f"{args.concurrency} connections, {args.keys} key(s); routes run one after another. "
+        "Client and service share this machine's CPUs."
+    )
+    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
+        workdir = Path(tmp)
+        redis = RedisServer(workdir / "redis")
+        redis.start()
+        try:
+            for level in (name.strip().upper() for name in args.log_levels.split(",")):
+                service = ServiceProcess(
+                    workdir / f"service-{level}",
+                    {
+                        "sqlite_path": workdir / f"counters-{level}.db",
+                        "redis_url": redis.url,
+                        "log_level": level,
+                    },
+                    target="bench.null_store:create_null_app",
+                )
+                service.start()
+                try:
+                    rows = asyncio.run(measure(service.url, plan))
+                finally:
+                    service.stop()
+                print_table(console, level, rows)
+        finally:
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

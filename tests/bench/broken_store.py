@@ -1,0 +1,62 @@
+"""A test-only store that breaks every rule `bench` checks, and the app that serves it.
+
+Served with `uvicorn --factory tests.bench.broken_store:create_broken_app`.
+"""
+
+from typing import ClassVar, Self
+
+from fastapi import FastAPI
+
+from app.errors import CounterCapped
+from app.main import create_app
+from app.settings import Settings
+from app.stores import STORE_TYPES, CounterStore
+
+DROP_EVERY = 10
+
+
+class BrokenStore:
+    """Acknowledges but drops every tenth increment, and lets one step past the cap."""
+
+    name: ClassVar[str] = "broken"
+    enabled_by: ClassVar[str] = "BROKEN_STORE"
+    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (ConnectionError,)
+
+    def __init__(self) -> None:
+        self._values: dict[str, int] = {}
+        self._calls = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    async def setup(self) -> None:
+        pass
+
+    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+        self._calls += 1
+        current = self._values.get(key, 0)
+        # Bug 1 (overshoot): compares the value before the step with the cap.
+        if cap is not None and current > cap:
+            raise CounterCapped(current=current, cap=cap)
+        value = current + by
+        # Bug 2 (lost increments, and so duplicates): the caller is told `value`, but it is
+        # never stored, so the next caller is handed the same value again.
+        if self._calls % DROP_EVERY != 0:
+            self._values[key] = value
+        return value
+
+    async def get(self, key: str) -> int:
+        return self._values.get(key, 0)
+
+    async def ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def create_broken_app() -> FastAPI:
+    """The real app, routing and all, with the broken store added beside the real ones."""
+    store_types: dict[str, type[CounterStore]] = {**STORE_TYPES, "broken": BrokenStore}
+    return create_app(store_types=store_types)

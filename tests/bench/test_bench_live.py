@@ -1,0 +1,225 @@
+"""`atomic-counter bench` against a real uvicorn process: every store the test servers provide,
+and a deliberately broken store it must catch."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import __version__
+from app.cli import main
+from tests.backends import BACKENDS
+from tests.bench.service import ServiceProcess
+from tests.conftest import Servers
+
+pytestmark = pytest.mark.bench
+
+REQUESTS = 300
+CONCURRENCY = 16
+
+
+@pytest.fixture(scope="module")
+def every_store(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[str]]]:
+    """The service with every backend whose test server starts here; (url, enabled stores)."""
+    workdir = tmp_path_factory.mktemp("bench-service")
+    settings: dict[str, object] = {}
+    enabled: list[str] = []
+    for backend in BACKENDS:
+        server = None
+        if backend.server is not None:
+            try:
+                server = servers.shared(backend.server)
+            except pytest.skip.Exception:
+                # Not installable/startable here (and not required: under
+                # ATOMIC_COUNTER_REQUIRE_SERVERS=1 `shared` fails the test instead).
+                continue
+        settings |= backend.settings(server, workdir)
+        enabled.append(backend.name)
+    service = ServiceProcess(workdir / "service", settings)
+    service.start()
+    try:
+        yield service.url, enabled
+    finally:
+        service.stop()
+
+
+def bench(url: str, out: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    code = main(["bench", "--url", url, "--out", str(out), *args])
+    results = out / "results.json"
+    return code, json.loads(results.read_text()) if results.exists() else {}
+
+
+def check_figures(figures: dict[str, Any], requests: int) -> None:
+    assert figures["requests"] == requests
+    assert figures["ok"] + figures["capped"] + figures["error_count"] == requests
+    assert figures["errors"] == {}
+    assert figures["throughput_rps"] > 0
+    assert figures["elapsed_s"] > 0
+    latency = figures["latency_ms"]
+    assert (
+        0 < latency["min"] <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    )
+    assert len(figures["latency_percentiles_ms"]) == 101
+
+
+def test_bench_all_stores_is_correct(every_store: tuple[str, list[str]], tmp_path: Path) -> None:
+    url, enabled = every_store
+    code, doc = bench(
+        url,
+        tmp_path,
+        "--stores",
+        "all",
+        "--requests",
+        str(REQUESTS),
+        "--concurrency",
+        str(CONCURRENCY),
+    )
+
+    assert code == 0, doc.get("stores")
+    assert doc["verdict"] == "correct"
+    assert doc["service"] == {"url": url, "version": __version__}
+    settings = doc["settings"]
+    assert settings["stores"] == enabled
+    assert (settings["requests"], settings["concurrency"], settings["keys"]) == (
+        REQUESTS,
+        CONCURRENCY,
+        1,
+    )
+    assert settings["conditional"] is False
+    assert [figures["store"] for figures in doc["stores"]] == enabled
+    for figures in doc["stores"]:
+        check_figures(figures, REQUESTS)
+        assert figures["ok"] == REQUESTS, figures["store"]
+        assert figures["verdict"] == {
+            "status": "correct",
+            "kinds": [],
+            "violations": [],
+            "notes": [],
+        }
+        [key] = figures["keys"]
+        assert key["final"] == REQUESTS
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+
+
+def test_bench_conditional_over_the_cap_gets_exactly_max_by(
+    every_store: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    url, _ = every_store
+    # 3 keys, 100 attempts each, by 2 under max 41: exactly 20 successes per key, final 40.
+    code, doc = bench(
+        url, tmp_path, "--stores", "all", "--requests", str(REQUESTS),
+        "--concurrency", str(CONCURRENCY), "--keys", "3", "--by", "2",
+        "--conditional", "--max", "41",
+    )  # fmt: skip
+
+    assert code == 0, doc.get("stores")
+    assert doc["verdict"] == "correct"
+    assert doc["settings"]["max"] == 41
+    for figures in doc["stores"]:
+        check_figures(figures, REQUESTS)
+        assert (figures["ok"], figures["capped"]) == (60, 240), figures["store"]
+        assert [key["final"] for key in figures["keys"]] == [40, 40, 40]
+        assert figures["verdict"]["status"] == "correct"
+
+
+def test_bench_stops_at_the_duration(every_store: tuple[str, list[str]], tmp_path: Path) -> None:
+    url, _ = every_store
+    code, doc = bench(
+        url,
+        tmp_path,
+        "--stores",
+        "sqlite",
+        "--duration",
+        "500ms",
+        "--concurrency",
+        "4",
+        "--keys",
+        "5",
+    )
+
+    assert code == 0
+    [figures] = doc["stores"]
+    assert figures["requests"] > 0
+    assert figures["elapsed_s"] < 5
+    assert figures["verdict"]["status"] == "correct"
+    assert sum(key["final"] for key in figures["keys"]) == figures["ok"]
+
+
+def test_bench_refuses_a_store_the_service_has_not_enabled(
+    every_store: tuple[str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = every_store
+    code, doc = bench(url, tmp_path, "--stores", "sqlite,nosuch", "--requests", "1")
+
+    assert code == 2
+    assert doc == {}
+    assert "not enabled on this service: nosuch" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def broken_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("broken-service")
+    service = ServiceProcess(
+        workdir,
+        {"sqlite_path": workdir / "c.db"},
+        target="tests.bench.broken_store:create_broken_app",
+    )
+    service.start()
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+def test_bench_catches_lost_increments_duplicates_and_overshoot(
+    broken_service: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, doc = bench(
+        broken_service, tmp_path, "--stores", "broken", "--requests", "200", "--concurrency", "8",
+        "--conditional", "--max", "50",
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+
+    assert code == 1
+    assert doc["verdict"] == "incorrect"
+    [figures] = doc["stores"]
+    assert figures["verdict"]["status"] == "incorrect"
+    assert {"lost increments", "duplicates", "overshoot"} <= set(figures["verdict"]["kinds"])
+    for kind in ("lost increments", "duplicates", "overshoot"):
+        assert f"VIOLATION broken: {kind}" in printed
+    assert "verdict: incorrect" in printed
+
+
+def test_bench_catches_the_broken_store_without_a_cap(broken_service: str, tmp_path: Path) -> None:
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores",
+        "broken",
+        "--requests",
+        "200",
+        "--concurrency",
+        "8",
+        "--keys",
+        "2",
+    )
+
+    assert code == 1
+    [figures] = doc["stores"]
+    assert figures["verdict"]["kinds"] == ["duplicates", "lost increments"]
+    # The real stores the same service serves stay correct beside it.
+    code, doc = bench(
+        broken_service,
+        tmp_path / "sqlite",
+        "--stores",
+        "sqlite",
+        "--requests",
+        "50",
+        "--concurrency",
+        "8",
+    )
+    assert code == 0

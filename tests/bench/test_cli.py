@@ -1,0 +1,66 @@
+"""`atomic-counter bench` arguments: bounds, durations, refusals (no service needed)."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from app.cli import main, parse_duration
+from tests.servers.base import PROJECT_ROOT
+
+pytestmark = pytest.mark.bench
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30.0), ("2m", 120.0), ("500ms", 0.5), ("45", 45.0), ("1h", 3600)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "-1s", "fast", "3d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+def test_a_run_without_a_bound_is_refused_and_says_why() -> None:
+    # As a user runs it: a process, exit code and message on stderr. No service is running.
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--stores", "all"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "refusing to run without a bound" in result.stderr
+    assert "--requests" in result.stderr
+    assert "--duration" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--conditional"], "--conditional needs --max"),
+        (["--max", "5"], "--max is only used with --conditional"),
+        (["--by", "0"], "must be at least 1"),
+        (["--url", "ftp://x"], "not an http(s) URL"),
+    ],
+)
+def test_inconsistent_options_are_refused(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--stores", "sqlite", "--requests", "10", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unreachable_service_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 9 (discard) on loopback: nothing listens there in the test environment.
+    code = main(["bench", "--url", "http://127.0.0.1:9", "--stores", "all", "--requests", "1"])
+    assert code == 2
+    assert "cannot reach" in capsys.readouterr().out
