@@ -149,7 +149,18 @@ class Counters:
             outcome = "capped"
             raise
         except TimeoutError as exc:
+            log.warning(
+                "store unavailable",
+                extra={"store": name, "operation": operation, "error": "timeout"},
+            )
             raise StoreUnavailable(name, f"no answer within {self._timeout:g}s") from exc
+        except StoreUnavailable as exc:
+            # Stores translate error *responses* (throttling, a missing table) themselves.
+            log.warning(
+                "store unavailable",
+                extra={"store": name, "operation": operation, "error": exc.reason},
+            )
+            raise
         except store.unavailable_errors as exc:
             log.warning(
                 "store unavailable",
