@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,17 @@ format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The service's own cost: null baseline vs sqlite vs redis, loaded by wrk (Debian).
 bench: $(VENV)/.installed-test
+	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "wrk not installed: falling back to the Python client"
+	scripts/install-test-deps.sh
 	$(BIN)/python bench/service_overhead.py
+
+# Every store side by side with `atomic-counter bench` (the README's comparison).
+compare: $(VENV)/.installed-test
+	scripts/install-test-deps.sh
+	$(BIN)/python bench/compare_stores.py --out results/ --requests 5000
 
 clean:
 	rm -rf $(VENV) .cache data .pytest_cache .mypy_cache .ruff_cache

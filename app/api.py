@@ -38,12 +38,14 @@ class Unauthorized(CounterError):
         super().__init__("missing or invalid x-api-key header")
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are `async def` although they never await: FastAPI runs plain `def`
+# dependencies in a thread pool, a thread hand-off per dependency per request.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_counters(request: Request) -> Counters:
+async def get_counters(request: Request) -> Counters:
     counters: Counters = request.app.state.counters
     return counters
 
@@ -61,7 +63,7 @@ CounterId = Annotated[
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, api_key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
     """Accept the request when auth is off or the key matches one of API_KEYS."""

@@ -4,14 +4,23 @@ Starts a throwaway redis-server and the service (one uvicorn process, the null b
 store beside sqlite and redis), then loads `POST /null/{id}`, `POST /sqlite/{id}` and
 `POST /redis/{id}` one after another at 64 connections and prints req/s, p50, p99 and the
 ratios to the baseline. Run from the project root: `.venv/bin/python bench/service_overhead.py`.
+
+The load comes from `wrk` (Debian package) when it is installed: a Python client tops out
+below what one uvicorn worker serves, so it would measure itself. `--client python` uses
+the `atomic-counter bench` load generator instead.
 """
 
 import argparse
 import asyncio
+import json
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.null_store` live beside `app`
@@ -50,6 +59,70 @@ async def measure(url: str, plan: LoadPlan) -> list[dict[str, Any]]:
     return rows
 
 
+# wrk reports its figures through this script's done() hook, as one JSON line.
+_WRK_SCRIPT = """
+wrk.method = "POST"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def measure_wrk(
+    url: str, seconds: float, warmup: float, concurrency: int, workdir: Path
+) -> list[dict[str, Any]]:
+    """Load each route in turn with wrk (one thread: the service keeps the other core)."""
+    script = workdir / "post.lua"
+    script.write_text(_WRK_SCRIPT)
+    run_id = new_run_id()
+    rows = []
+    for store in ROUTES:
+        key = f"{run_id}-{store}"
+
+        def wrk(path: str, duration: float) -> dict[str, Any]:
+            out = subprocess.run(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{concurrency}",
+                    f"-d{duration:g}s",
+                    "-s",
+                    str(script),
+                    url + path,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=duration + 30,
+            ).stdout
+            result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+            return result
+
+        wrk(f"/{store}/{key}-warmup", warmup)
+        figures = wrk(f"/{store}/{key}", seconds)
+        ok = figures["requests"] - figures["non2xx"]
+        final = httpx.get(f"{url}/{store}/{key}").json()["counter"]
+        # Every answered 200 is one increment, so the final value is at least their count.
+        # Requests wrk abandons when its time is up (at most one per connection) and its
+        # socket errors may still have been applied: they can only add to it.
+        correct = ok <= final <= ok + figures["errors"] + concurrency
+        rows.append(
+            {
+                "route": f"POST /{store}/{{id}}",
+                "rps": figures["requests"] / (figures["duration_us"] / 1e6),
+                "p50": figures["p50_us"] / 1000,
+                "p99": figures["p99_us"] / 1000,
+                "errors": figures["non2xx"] + figures["errors"],
+                "verdict": "correct" if correct else f"INCORRECT: {ok} ok, final {final}",
+            }
+        )
+    return rows
+
+
 def print_table(console: Console, log_level: str, rows: list[dict[str, Any]]) -> None:
     base = rows[0]
     table = Table(title=f"LOG_LEVEL={log_level} (service logs to a file)", title_justify="left")
@@ -81,6 +154,15 @@ def main() -> int:
     parser.add_argument(
         "--log-levels", default="INFO,WARNING", help="one service run per level (default both)"
     )
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator (default: wrk when installed)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="per route with wrk (default 10)"
+    )
     args = parser.parse_args()
     plan = LoadPlan(
         requests=args.requests,
@@ -90,10 +172,13 @@ def main() -> int:
         warmup=args.warmup,
     )
     console = Console(width=max(Console().width, 130))
+    if args.client == "wrk":
+        size = f"{args.seconds:g} s per route after 2 s warm-up (wrk, one thread)"
+    else:
+        size = f"{args.requests} requests per route after {args.warmup} warm-up (Python client)"
     console.print(
-        f"{args.requests} requests per route after {args.warmup} warm-up, "
-        f"{args.concurrency} connections, {args.keys} key(s); routes run one after another. "
-        "Client and service share this machine's CPUs."
+        f"{size}, {args.concurrency} connections, one key per route; routes run one after "
+        "another. Client and service share this machine's CPUs."
     )
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         workdir = Path(tmp)
@@ -112,7 +197,12 @@ def main() -> int:
                 )
                 service.start()
                 try:
-                    rows = asyncio.run(measure(service.url, plan))
+                    if args.client == "wrk":
+                        rows = measure_wrk(
+                            service.url, args.seconds, 2.0, args.concurrency, workdir
+                        )
+                    else:
+                        rows = asyncio.run(measure(service.url, plan))
                 finally:
                     service.stop()
                 print_table(console, level, rows)
