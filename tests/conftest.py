@@ -3,6 +3,7 @@
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -21,6 +22,7 @@ from tests.servers.base import LocalServer, ServerUnavailable
 REQUIRE_SERVERS = os.environ.get("ATOMIC_COUNTER_REQUIRE_SERVERS") == "1"
 
 S = TypeVar("S", bound=LocalServer)
+C = TypeVar("C", bound=CounterStore)
 
 
 def server_unavailable(reason: str) -> NoReturn:
@@ -107,17 +109,24 @@ def backend_settings(backend: Backend, servers: Servers, tmp_path: Path) -> dict
     return backend.settings(server, tmp_path)
 
 
-@pytest.fixture
-async def store(
-    backend: Backend, backend_settings: dict[str, object]
-) -> AsyncIterator[CounterStore]:
-    built = STORE_TYPES[backend.name].from_settings(make_settings(**backend_settings))
-    assert built is not None, f"{backend.name} not enabled by {backend_settings}"
+@asynccontextmanager
+async def open_store(store_type: type[C], **values: Any) -> AsyncIterator[C]:
+    """The store those settings enable, set up, and closed on the way out."""
+    built = store_type.from_settings(make_settings(**values))
+    assert built is not None, f"{store_type.name} not enabled by {values}"
     await built.setup()
     try:
         yield built
     finally:
         await built.close()
+
+
+@pytest.fixture
+async def store(
+    backend: Backend, backend_settings: dict[str, object]
+) -> AsyncIterator[CounterStore]:
+    async with open_store(STORE_TYPES[backend.name], **backend_settings) as built:
+        yield built
 
 
 @pytest.fixture

@@ -106,9 +106,9 @@ async def bench(
     run_id = new_run_id()
     async with make_client(
         options.url, plan.concurrency, options.api_key, options.timeout
-    ) as client:
-        stores = await _choose_stores(client, options.stores, console)
-        version = await service_version(client)
+    ) as clients:
+        stores = await _choose_stores(clients.main, options.stores, console)
+        version = await service_version(clients.main)
         figures: list[dict[str, Any]] = []
         verdicts = []
         progress = Progress(
@@ -138,7 +138,7 @@ async def bench(
                     progress.update(task, advance=1, errors=errors)
 
                 ids = key_ids(run_id, store, plan.keys)
-                run = await run_store(client, store, plan, ids, tick)
+                run = await run_store(clients, store, plan, ids, tick)
                 progress.update(task, total=len(run.samples), completed=len(run.samples))
                 verdict = judge(
                     key_outcomes(run.samples, run.key_ids, run.finals), plan.by, plan.cap

@@ -3,35 +3,27 @@
 Served with `uvicorn --factory tests.bench.broken_store:create_broken_app`.
 """
 
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from fastapi import FastAPI
 
 from app.errors import CounterCapped
 from app.main import create_app
-from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
+from bench.null_store import NullStore
 
 DROP_EVERY = 10
 
 
-class BrokenStore:
+class BrokenStore(NullStore):
     """Acknowledges but drops every tenth increment, and lets one step past the cap."""
 
     name: ClassVar[str] = "broken"
     enabled_by: ClassVar[str] = "BROKEN_STORE"
-    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (ConnectionError,)
 
     def __init__(self) -> None:
-        self._values: dict[str, int] = {}
+        super().__init__()
         self._calls = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        return cls()
-
-    async def setup(self) -> None:
-        pass
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         self._calls += 1
@@ -45,15 +37,6 @@ class BrokenStore:
         if self._calls % DROP_EVERY != 0:
             self._values[key] = value
         return value
-
-    async def get(self, key: str) -> int:
-        return self._values.get(key, 0)
-
-    async def ping(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 def create_broken_app() -> FastAPI:

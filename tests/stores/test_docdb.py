@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.errors import CounterCapped
 from app.stores.docdb import DocumentDbStore
-from tests.conftest import Servers, make_settings
+from tests.conftest import Servers, make_settings, open_store
 from tests.servers.base import free_port
 from tests.servers.mongo import MongoWireServer
 
@@ -29,13 +29,8 @@ def server(servers: Servers) -> MongoWireServer:
 
 @pytest.fixture
 async def store(server: MongoWireServer) -> AsyncIterator[DocumentDbStore]:
-    built = DocumentDbStore.from_settings(make_settings(**server.settings()))
-    assert built is not None
-    await built.setup()
-    try:
+    async with open_store(DocumentDbStore, **server.settings()) as built:
         yield built
-    finally:
-        await built.close()
 
 
 @pytest.fixture

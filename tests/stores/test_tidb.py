@@ -10,7 +10,7 @@ import pytest
 
 from app.errors import CounterCapped
 from app.stores.tidb import TidbStore, TidbTarget
-from tests.conftest import Servers, make_settings
+from tests.conftest import Servers, make_settings, open_store
 from tests.servers.base import free_port
 from tests.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
 
@@ -24,13 +24,8 @@ def server(servers: Servers) -> MariaDbServer:
 
 @pytest.fixture
 async def tidb(server: MariaDbServer) -> AsyncIterator[TidbStore]:
-    store = TidbStore.from_settings(make_settings(**server.settings()))
-    assert store is not None
-    await store.setup()
-    try:
+    async with open_store(TidbStore, **server.settings()) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def query(server: MariaDbServer, statement: str) -> list[tuple[object, ...]]:
