@@ -139,6 +139,11 @@ class Counters:
         store = self._store(name)
         outcome = "error"
         started = time.perf_counter()
+        unavailable: tuple[type[BaseException], ...] = (
+            TimeoutError,
+            StoreUnavailable,  # stores that translate error *responses* (throttling) themselves
+            *store.unavailable_errors,
+        )
         try:
             async with asyncio.timeout(self._timeout):
                 await self._ensure_setup(store)
@@ -148,29 +153,31 @@ class Counters:
         except CounterCapped:
             outcome = "capped"
             raise
-        except TimeoutError as exc:
+        except unavailable as exc:
+            error = self._as_unavailable(name, exc)
             log.warning(
                 "store unavailable",
-                extra={"store": name, "operation": operation, "error": "timeout"},
+                extra={
+                    "store": name,
+                    "operation": operation,
+                    "reason": error.reason,
+                    "error": _describe(exc),
+                },
             )
-            raise StoreUnavailable(name, f"no answer within {self._timeout:g}s") from exc
-        except StoreUnavailable as exc:
-            # Stores translate error *responses* (throttling, a missing table) themselves.
-            log.warning(
-                "store unavailable",
-                extra={"store": name, "operation": operation, "error": exc.reason},
-            )
-            raise
-        except store.unavailable_errors as exc:
-            log.warning(
-                "store unavailable",
-                extra={"store": name, "operation": operation, "error": _describe(exc)},
-            )
-            raise StoreUnavailable(name, type(exc).__name__) from exc
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             if operation != "ping":
                 self._metrics.requests.labels(name, operation, outcome).inc()
                 self._metrics.latency.labels(name, operation).observe(time.perf_counter() - started)
+
+    def _as_unavailable(self, name: str, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        if isinstance(exc, TimeoutError):  # before the drivers' OSError, its base class
+            return StoreUnavailable(name, f"no answer within {self._timeout:g}s")
+        return StoreUnavailable(name, type(exc).__name__)
 
     async def _ensure_setup(self, store: CounterStore) -> None:
         if store.name in self._ready:

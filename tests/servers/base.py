@@ -37,6 +37,8 @@ def port_open(port: int) -> bool:
 
 def _die_with_parent() -> None:
     # If pytest itself is killed, the kernel sends the server SIGTERM: nothing leaks.
+    # The signal follows the *thread* that started the server, so start servers from
+    # the main thread (a worker thread's exit would take its servers with it).
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
