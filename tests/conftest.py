@@ -79,7 +79,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 def make_settings(**values: Any) -> Settings:
     """Settings for a test: the given values, no `.env` file."""
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def backend_params(*, with_server: bool = False) -> list[Any]:

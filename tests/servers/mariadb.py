@@ -8,6 +8,7 @@ from typing import ClassVar
 from urllib.parse import quote
 
 from tests.servers.base import LocalServer, ServerUnavailable, port_open
+from tests.servers.tls import LOOPBACK_NAMES, Certificate, CertificateAuthority, openssl_missing
 
 DATABASE = "atomic_counter"
 USER = "counter"
@@ -129,3 +130,69 @@ class MariaDbServer(LocalServer):
             detail = result.stderr.decode()[-500:] if result is not None else "timed out"
             raise ServerUnavailable(f"mariadb client failed: {detail}")
         return False
+
+
+class MariaDbTlsServer(MariaDbServer):
+    """The same server with TLS on, and a test user that must use it: plaintext is refused.
+
+    Its CA and certificate live in the server's own directory; `certificate_names` are the
+    names the certificate is issued for (a subclass may give a wrong one on purpose).
+    """
+
+    name: ClassVar[str] = "tidb-tls"
+    preferred_port: ClassVar[int] = 13307
+    certificate_names: ClassVar[tuple[str, ...]] = LOOPBACK_NAMES
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.ca = CertificateAuthority(
+            cert=workdir / "ca" / "ca.pem", key=workdir / "ca" / "ca.key"
+        )
+        self.certificate = Certificate(
+            cert=workdir / "server" / "server.pem", key=workdir / "server" / "server.key"
+        )
+
+    def settings(self) -> dict[str, object]:
+        return {"tidb_url": self.url, "tidb_ssl_ca": self.ca.cert}
+
+    def missing(self) -> str | None:
+        return super().missing() or openssl_missing()
+
+    def prepare(self) -> None:
+        super().prepare()
+        ca = CertificateAuthority.create(self.ca.cert.parent)
+        ca.issue(self.certificate.cert.parent, self.certificate_names)
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            f"--ssl-ca={self.ca.cert}",
+            f"--ssl-cert={self.certificate.cert}",
+            f"--ssl-key={self.certificate.key}",
+        ]
+
+    def start(self) -> None:
+        super().start()
+        # A server that could not load the certificate starts anyway, without TLS: fail
+        # here, naming the cause, instead of in every test.
+        if self._variable("have_ssl") != "YES":
+            self.stop()
+            raise ServerUnavailable(f"mariadbd did not turn TLS on: {self._tail()}")
+        self.sql(f"ALTER USER '{USER}'@'127.0.0.1' REQUIRE SSL")
+
+    def _variable(self, name: str) -> str:
+        result = subprocess.run(
+            [
+                _find("mariadb") or "mariadb",
+                "--no-defaults",
+                f"--socket={self.socket}",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                f"--execute=SELECT @@{name}",
+            ],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        return result.stdout.decode().strip()
