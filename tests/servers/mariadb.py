@@ -8,7 +8,7 @@ from typing import ClassVar
 from urllib.parse import quote
 
 from tests.servers.base import LocalServer, ServerUnavailable, port_open
-from tests.servers.tls import LOOPBACK_NAMES, Certificate, CertificateAuthority, openssl_missing
+from tests.servers.tls import TlsFiles
 
 DATABASE = "atomic_counter"
 USER = "counter"
@@ -109,19 +109,7 @@ class MariaDbServer(LocalServer):
     def sql(self, statements: str, *, check: bool = True) -> bool:
         """Run statements as root over the unix socket; False (or raise) if they fail."""
         try:
-            result = subprocess.run(
-                [
-                    _find("mariadb") or "mariadb",
-                    "--no-defaults",
-                    f"--socket={self.socket}",
-                    "--user=root",
-                    "--batch",
-                    f"--execute={statements}",
-                ],
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
+            result = self._client(f"--execute={statements}")
         except subprocess.TimeoutExpired:
             result = None
         if result is not None and result.returncode == 0:
@@ -131,37 +119,30 @@ class MariaDbServer(LocalServer):
             raise ServerUnavailable(f"mariadb client failed: {detail}")
         return False
 
+    def _client(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [
+                _find("mariadb") or "mariadb",
+                "--no-defaults",
+                f"--socket={self.socket}",
+                "--user=root",
+                "--batch",
+                *args,
+            ],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
 
-class MariaDbTlsServer(MariaDbServer):
-    """The same server with TLS on, and a test user that must use it: plaintext is refused.
 
-    Its CA and certificate live in the server's own directory; `certificate_names` are the
-    names the certificate is issued for (a subclass may give a wrong one on purpose).
-    """
+class MariaDbTlsServer(TlsFiles, MariaDbServer):
+    """The same server with TLS on, and a test user that must use it: plaintext is refused."""
 
     name: ClassVar[str] = "tidb-tls"
     preferred_port: ClassVar[int] = 13307
-    certificate_names: ClassVar[tuple[str, ...]] = LOOPBACK_NAMES
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
-        self.ca = CertificateAuthority(
-            cert=workdir / "ca" / "ca.pem", key=workdir / "ca" / "ca.key"
-        )
-        self.certificate = Certificate(
-            cert=workdir / "server" / "server.pem", key=workdir / "server" / "server.key"
-        )
 
     def settings(self) -> dict[str, object]:
         return {"tidb_url": self.url, "tidb_ssl_ca": self.ca.cert}
-
-    def missing(self) -> str | None:
-        return super().missing() or openssl_missing()
-
-    def prepare(self) -> None:
-        super().prepare()
-        ca = CertificateAuthority.create(self.ca.cert.parent)
-        ca.issue(self.certificate.cert.parent, self.certificate_names)
 
     def command(self) -> list[str]:
         return [
@@ -181,18 +162,5 @@ class MariaDbTlsServer(MariaDbServer):
         self.sql(f"ALTER USER '{USER}'@'127.0.0.1' REQUIRE SSL")
 
     def _variable(self, name: str) -> str:
-        result = subprocess.run(
-            [
-                _find("mariadb") or "mariadb",
-                "--no-defaults",
-                f"--socket={self.socket}",
-                "--user=root",
-                "--batch",
-                "--skip-column-names",
-                f"--execute=SELECT @@{name}",
-            ],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
+        result = self._client("--skip-column-names", f"--execute=SELECT @@{name}")
         return result.stdout.decode().strip()

@@ -7,7 +7,7 @@ from urllib.parse import quote
 import redis
 
 from tests.servers.base import LocalServer
-from tests.servers.tls import LOOPBACK_NAMES, Certificate, CertificateAuthority, openssl_missing
+from tests.servers.tls import TlsFiles
 
 
 class RedisServer(LocalServer):
@@ -37,25 +37,11 @@ class RedisServer(LocalServer):
             return False
 
 
-class RedisTlsServer(RedisServer):
-    """The same server listening for TLS only (`--port 0`): a plaintext client gets nowhere.
-
-    Its CA and certificate live in the server's own directory; `certificate_names` are the
-    names the certificate is issued for (a subclass may give a wrong one on purpose).
-    """
+class RedisTlsServer(TlsFiles, RedisServer):
+    """The same server listening for TLS only (`--port 0`): a plaintext client gets nowhere."""
 
     name: ClassVar[str] = "redis-tls"
     preferred_port: ClassVar[int] = 16380
-    certificate_names: ClassVar[tuple[str, ...]] = LOOPBACK_NAMES
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
-        self.ca = CertificateAuthority(
-            cert=workdir / "ca" / "ca.pem", key=workdir / "ca" / "ca.key"
-        )
-        self.certificate = Certificate(
-            cert=workdir / "server" / "server.pem", key=workdir / "server" / "server.key"
-        )
 
     @property
     def url(self) -> str:
@@ -67,13 +53,6 @@ class RedisTlsServer(RedisServer):
 
     def settings(self) -> dict[str, object]:
         return {"redis_url": self.url}
-
-    def missing(self) -> str | None:
-        return super().missing() or openssl_missing()
-
-    def prepare(self) -> None:
-        ca = CertificateAuthority.create(self.ca.cert.parent)
-        ca.issue(self.certificate.cert.parent, self.certificate_names)
 
     def command(self) -> list[str]:
         plain = super().command()

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 from tests.servers.base import ServerUnavailable
 
@@ -88,3 +88,29 @@ class CertificateAuthority(Certificate):
             "-days", _DAYS, "-extfile", str(extensions), "-out", str(issued.cert),
         )  # fmt: skip
         return issued
+
+
+class TlsFiles:
+    """Mixin for a server with TLS: a throwaway CA and its server certificate in the
+    server's own directory, issued for `certificate_names` (a subclass may give a wrong
+    one on purpose)."""
+
+    certificate_names: ClassVar[tuple[str, ...]] = LOOPBACK_NAMES
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)  # type: ignore[call-arg]  # the LocalServer it is mixed into
+        self.ca = CertificateAuthority(
+            cert=workdir / "ca" / "ca.pem", key=workdir / "ca" / "ca.key"
+        )
+        self.certificate = Certificate(
+            cert=workdir / "server" / "server.pem", key=workdir / "server" / "server.key"
+        )
+
+    def missing(self) -> str | None:
+        return super().missing() or openssl_missing()  # type: ignore[misc]
+
+    def prepare(self) -> None:
+        super().prepare()  # type: ignore[misc]
+        CertificateAuthority.create(self.ca.cert.parent).issue(
+            self.certificate.cert.parent, self.certificate_names
+        )
