@@ -32,3 +32,21 @@ class StoreUnavailable(CounterError):
         super().__init__(f"store '{store}' is unavailable: {reason}")
         self.store = store
         self.reason = reason
+
+
+class RequestInFlight(CounterError):
+    """A request with the same `Idempotency-Key` is still being processed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a request with this Idempotency-Key is still in flight; retry after it completes"
+        )
+
+
+class IdempotencyKeyReused(CounterError):
+    """The `Idempotency-Key` was first used for a different request."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was used for a different request (store, id, by or max)"
+        )

@@ -1,5 +1,6 @@
 """Shared fixtures: local servers, settings, a store per backend, and the app over HTTP."""
 
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from asgi_lifespan import LifespanManager
 from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
+from app.stores.base import Once
 from tests.backends import BACKENDS, Backend
 from tests.servers.base import LocalServer, ServerUnavailable
 
@@ -107,6 +109,12 @@ def backend_settings(backend: Backend, servers: Servers, tmp_path: Path) -> dict
     """Settings values that enable `backend`'s store against its running server."""
     server = servers.shared(backend.server) if backend.server else None
     return backend.settings(server, tmp_path)
+
+
+def once(fingerprint: str = "f" * 32, ttl: int = 3600) -> Once:
+    """A fresh idempotency token, as the service derives one from a key and its scope."""
+    token = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    return Once(token=token, fingerprint=fingerprint, ttl_seconds=ttl)
 
 
 @asynccontextmanager

@@ -5,9 +5,42 @@ back the value that increment produced. Timeouts, error translation, metrics and
 logging are the caller's job (`app.counters.Counters`), done once for all stores.
 """
 
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self
 
 from app.settings import Settings
+
+COUNTER_LIMIT = 2**53 - 1
+"""The largest value any counter may hold, on every store: every JSON client reads it exactly.
+
+An increment that would pass it is refused like a capped one (`CounterCapped` with
+`cap=COUNTER_LIMIT`) and writes nothing.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """An `Idempotency-Key`, to be recorded atomically with the increment it guards."""
+
+    token: str
+    """Opaque and store-safe: 64 lowercase hex digits (a hash of the key and its scope)."""
+    fingerprint: str
+    """32 lowercase hex digits naming what was asked: store, id, `by` and the cap applied."""
+    ttl_seconds: int
+    """How long the record must answer replays; an older record counts as absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The outcome of a keyed increment: new or replayed."""
+
+    value: int
+    """The value the increment produced, or the current value when it was capped."""
+    capped: bool
+    fingerprint: str
+    """The fingerprint recorded with the token: differs from the request's on a mismatch."""
+    replayed: bool
+    """True when the token was already recorded: nothing was written this time."""
 
 
 class CounterStore(Protocol):
@@ -34,7 +67,21 @@ class CounterStore(Protocol):
 
         With `cap`, the increment happens only if the result stays `<= cap`;
         otherwise nothing is written and `CounterCapped` carries the current value.
+        Without it the result must still stay `<= COUNTER_LIMIT`, refused the same way.
         """
+        ...
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        """`increment`, recorded under `once.token` in the same atomic step.
+
+        If the token is recorded and younger than its TTL, write nothing and return the
+        record with `replayed=True`. A capped outcome is recorded too (`capped=True`).
+        A store that sees the token's first request still in flight raises `RequestInFlight`.
+        """
+        ...
+
+    async def purge_expired(self) -> None:
+        """Delete idempotency records past their TTL; a no-op where the datastore expires them."""
         ...
 
     async def get(self, key: str) -> int:

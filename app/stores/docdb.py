@@ -19,6 +19,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from app.errors import CounterCapped
 from app.settings import Settings
+from app.stores.base import Once, Recorded
 
 Document = dict[str, Any]
 
@@ -109,6 +110,12 @@ class DocumentDbStore:
                 continue
             assert doc is not None, "an upsert returning the new document always has one"
             return int(doc["value"])
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+
+    async def purge_expired(self) -> None:
+        return None
 
     async def get(self, key: str) -> int:
         doc = await self._counters.find_one({"_id": key}, projection={"value": True})

@@ -18,6 +18,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.errors import CounterCapped, StoreUnavailable
 from app.settings import Settings, SettingsError
+from app.stores.base import Once, Recorded
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -138,6 +139,12 @@ class DynamoStore:
                 raise
             raise CounterCapped(current=_number(exc.response.get("Item")), cap=cap) from None
         return _number(response["Attributes"])
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+
+    async def purge_expired(self) -> None:
+        return None
 
     async def get(self, key: str) -> int:
         with self._errors():

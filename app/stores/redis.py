@@ -8,6 +8,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import CounterCapped
 from app.settings import Settings
+from app.stores.base import Once, Recorded
 
 # Runs atomically on the server. Returns {1, new_value} or {0, current_value}:
 # a status flag the caller branches on, never a message to match.
@@ -62,6 +63,12 @@ class RedisStore:
         if not stored:
             raise CounterCapped(current=int(value), cap=cap)
         return int(value)
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+
+    async def purge_expired(self) -> None:
+        return None
 
     async def get(self, key: str) -> int:
         value = await self._client.get(key)

@@ -8,6 +8,7 @@ import aiosqlite
 
 from app.errors import CounterCapped
 from app.settings import Settings
+from app.stores.base import Once, Recorded
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -78,6 +79,12 @@ class SqliteStore:
             if not rows:
                 raise CounterCapped(current=await self.get(key), cap=cap)
         return int(next(iter(rows))[0])
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+
+    async def purge_expired(self) -> None:
+        return None
 
     async def get(self, key: str) -> int:
         rows = await self._conn.execute_fetchall(_GET, {"id": key})
