@@ -1,26 +1,65 @@
-"""Momento (serverless cache): Increment, or a compare-and-swap loop on SetIf when capped."""
+"""Momento (serverless cache): one Increment per increment; compare-and-swap on SetIf when capped.
+
+The counter range. Momento's Increment is unbounded (int64), so an unconditional increment
+is applied first and checked after: a result within `COUNTER_LIMIT` is returned as is (the
+common path, one RPC); a result above it is undone by an exact compensating Increment of
+`-by` from the same caller, which then retries through the compare-and-swap path capped at
+the limit and answers from there. No caller is handed a value above the limit: the plain
+path returns only results `<= COUNTER_LIMIT`, the compare-and-swap path only `current + by
+<= cap <= COUNTER_LIMIT`, and every read (`get`, the compare-and-swap's own, the `current`
+of `CounterCapped`) treats a value above the limit as another caller's overshoot that is
+about to be undone and reads again. Increments commute, so once every caller has answered
+the counter holds exactly the sum of the increments its callers were told succeeded. If a
+process dies (or Momento fails) between an overshoot and its compensation, the counter stays
+above the limit and that counter answers 503 until it expires: never a wrong value.
+
+Idempotency keys (`increment_once`). Momento has no multi-key atomicity, so the guarantee is
+*at most once*, and exactly once whenever the request lives to record its outcome:
+1. claim the token: `SetIf(absent_or_equal="released")` writes "pending" (fingerprint and a
+   nonce of this call) to the record key with the token's TTL; a copy that loses the claim
+   reads the record and replays its outcome, or raises `RequestInFlight` while it is pending;
+2. apply the increment (as `increment`, capped outcomes included);
+3. replace the claim with the outcome by `SetIf(equal=this call's pending bytes)`: retried
+   on a transient error, it never overwrites another request's record.
+A request that fails between 1 and 3 leaves its claim pending, so every copy answers 409
+until the token's TTL ends, whether or not the increment landed: never twice. The one
+failure known to have written nothing (compare-and-swap contention) releases its claim,
+by a write conditional on that claim, so a retry may run at once.
+Record keys start with a NUL byte, which no counter id (no control characters) can contain.
+Records expire by Momento's TTL, so `purge_expired` has nothing to do.
+"""
 
 import asyncio
 import logging
 import random
+import secrets
+import time
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar, NoReturn, Self
 
+import momento.internal.aio._scs_grpc_manager as sdk_channels
 from momento import CacheClientAsync, Configurations, CredentialProvider
 from momento.config import Configuration
+from momento.config.transport.grpc_configuration import GrpcConfiguration
 from momento.errors import MomentoErrorCode, SdkException, convert_error
+from momento.internal._utilities._grpc_channel_options import ChannelArguments
 from momento.internal.aio._utilities import make_metadata
 from momento.internal.services import Service
 from momento.responses import CacheGet, CacheIncrement, CreateCache
 from momento_wire_types import cacheclient_pb2 as cache_pb
 from momento_wire_types import common_pb2 as common_pb
 
-from app.errors import CounterCapped
+from app.errors import CounterCapped, RequestInFlight, StoreUnavailable
 from app.settings import Settings, SettingsError
-from app.stores.base import Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
 log = logging.getLogger("atomic_counter")
+
+STORE_NAME = "momento"
 
 # Every lost CAS round means another write to the same key landed in between, so a
 # capped increment loses at most `cap / by` rounds before it reads the cap and stops:
@@ -32,6 +71,23 @@ CAS_ATTEMPTS = 64
 # ~0.75 s, because fewer colliding retries leave the server free for the winners.
 CAS_BACKOFF_SECONDS = 0.01
 CAS_BACKOFF_MAX_SECONDS = 0.2
+
+# gRPC waits 1 s, then 1.6x longer after each failed connect, up to 120 s: after an outage
+# of a few seconds the first attempt to reach a restarted server came 4-12 s late. With
+# these, it comes within 0.6 s. MIN is the time one connect attempt may take (TCP + TLS),
+# not a wait: 2 s stays far above a handshake, below gRPC's 20 s for a black-holed one.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 2000),
+)
+
+# A counter id has no control characters, so no id is spelled like a record key.
+RECORD_PREFIX = b"\x00idempotency:"
+# A claim given up on when nothing was written: free for the next claim to take.
+RELEASED = b"released"
+# A Set the SDK retries itself; our SetIf outcome write is retried here, a few times.
+OUTCOME_ATTEMPTS = 3
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -46,32 +102,37 @@ _UNAVAILABLE_CODES = frozenset(
 )
 
 
-class MomentoError(Exception):
-    """Momento refused a request for a reason retrying will not fix (bad key, no cache, ...)."""
+class MomentoError(StoreUnavailable):
+    """Momento answered with an error (no cache, bad key, ...): the store cannot serve now."""
 
-    def __init__(self, error: SdkException) -> None:
-        super().__init__(f"{error.error_code.name}: {error.message}")
-        self.error_code = error.error_code
+    def __init__(self, error_code: MomentoErrorCode, detail: str) -> None:
+        # The reason reaches the 503 body: the code only, not the server's wording.
+        super().__init__(STORE_NAME, error_code.name)
+        self.error_code = error_code
+        self.detail = detail
 
 
 class MomentoUnavailable(MomentoError):
     """Momento cannot be reached, timed out, or is throttling us."""
 
 
-class MomentoContention(Exception):
-    """A capped increment lost every compare-and-swap round to other writers of its key."""
+class MomentoContention(StoreUnavailable):
+    """A counter kept changing under every compare-and-swap round, or stayed above the limit."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(STORE_NAME, reason)
 
 
 def _raise(error: SdkException) -> NoReturn:
-    if error.error_code in _UNAVAILABLE_CODES:
-        raise MomentoUnavailable(error) from error
-    raise MomentoError(error) from error
+    kind = MomentoUnavailable if error.error_code in _UNAVAILABLE_CODES else MomentoError
+    raise kind(error.error_code, error.message) from error
 
 
 class SetIf:
     """The SetIf RPC, which SDK 1.29.1 does not expose: the one place to change when it does.
 
     It rides on the SDK's own channel, so it shares its connection, auth header and deadline.
+    The SDK never retries SetIf (nor does this class): a lost answer is not a lost write.
     """
 
     def __init__(self, client: CacheClientAsync) -> None:
@@ -80,18 +141,26 @@ class SetIf:
         self._timeout: float = self._data_client._default_deadline_seconds
 
     async def __call__(
-        self, cache: str, key: str, value: bytes, ttl: timedelta, expected: bytes | None
+        self,
+        cache: str,
+        key: str | bytes,
+        value: bytes,
+        ttl: timedelta,
+        expected: bytes | None,
+        *,
+        or_absent: bool = False,
     ) -> bool:
-        """Store `value` only if the key holds `expected` (absent when None); True if stored."""
-        condition = (
-            {"absent": common_pb.Absent()}
-            if expected is None
-            else {"equal": common_pb.Equal(value_to_check=expected)}
-        )
+        """Store `value` if the key holds `expected` or is absent (None, or `or_absent`)."""
+        if expected is None:
+            condition: dict[str, object] = {"absent": common_pb.Absent()}
+        elif or_absent:
+            condition = {"absent_or_equal": common_pb.AbsentOrEqual(value_to_check=expected)}
+        else:
+            condition = {"equal": common_pb.Equal(value_to_check=expected)}
         request = cache_pb._SetIfRequest(
-            cache_key=key.encode(),
+            cache_key=key.encode() if isinstance(key, str) else key,
             cache_body=value,
-            ttl_milliseconds=int(ttl.total_seconds() * 1000),
+            ttl_milliseconds=max(1, int(ttl.total_seconds() * 1000)),
             **condition,
         )
         try:
@@ -104,11 +173,35 @@ class SetIf:
         return stored
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """An idempotency record: a claim (`value is None`) or the outcome it led to."""
+
+    fingerprint: str
+    nonce: str = ""
+    value: int | None = None
+    capped: bool = False
+
+    def encode(self) -> bytes:
+        if self.value is None:
+            return f"pending:{self.fingerprint}:{self.nonce}".encode()
+        return f"done:{self.fingerprint}:{self.value}:{int(self.capped)}".encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "_Record":
+        match raw.decode("ascii", "replace").split(":"):
+            case ["pending", fingerprint, nonce]:
+                return cls(fingerprint, nonce)
+            case ["done", fingerprint, value, "0" | "1" as capped] if value.isdigit():
+                return cls(fingerprint, value=int(value), capped=capped == "1")
+        raise MomentoError(MomentoErrorCode.FAILED_PRECONDITION_ERROR, "unreadable record")
+
+
 class MomentoStore:
-    name: ClassVar[str] = "momento"
+    name: ClassVar[str] = STORE_NAME
     enabled_by: ClassVar[str] = "MOMENTO_API_KEY"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (
-        MomentoUnavailable,
+        MomentoError,  # MomentoUnavailable too: an error answer is a 503, never a 500
         MomentoContention,
     )
 
@@ -132,7 +225,8 @@ class MomentoStore:
         )
         ttl = timedelta(seconds=settings.momento_ttl_seconds)
         # The constructor only builds channels: nothing is sent until the first request.
-        client = CacheClientAsync(config, _credentials(settings), ttl)
+        with _reconnect_backoff():
+            client = CacheClientAsync(config, _credentials(settings), ttl)
         return cls(client, settings.momento_cache_name, ttl)
 
     async def setup(self) -> None:
@@ -147,7 +241,18 @@ class MomentoStore:
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         if cap is not None:
-            return await self._capped_increment(key, by, cap)
+            return await self._capped_increment(key, by, min(cap, COUNTER_LIMIT))
+        if by > COUNTER_LIMIT:
+            raise CounterCapped(current=await self.get(key), cap=COUNTER_LIMIT)
+        value = await self._add(key, by)
+        if value <= COUNTER_LIMIT:
+            return value
+        # Past the limit: undo exactly our own step, then let the compare-and-swap decide,
+        # from a value it reads, whether this step fits once other overshoots are undone.
+        await self._add(key, -by)
+        return await self._capped_increment(key, by, COUNTER_LIMIT)
+
+    async def _add(self, key: str, by: int) -> int:
         response = await self._client.increment(self._cache, key, by)
         if isinstance(response, CacheIncrement.Error):
             _raise(response.inner_exception)
@@ -165,27 +270,78 @@ class MomentoStore:
         for attempt in range(CAS_ATTEMPTS):
             raw = await self._get(key)
             current = _parse(key, raw)
-            if current + by > cap:
-                raise CounterCapped(current=current, cap=cap)
-            # Compare against the bytes read, not a re-rendering of them: that is what
-            # the server compares, whether Increment or this loop wrote them.
-            if await self._set_if(self._cache, key, str(current + by).encode(), self._ttl, raw):
-                return current + by
-            # Full jitter: losers of one round spread out instead of colliding again.
-            ceiling = min(CAS_BACKOFF_MAX_SECONDS, CAS_BACKOFF_SECONDS * 2**attempt)
-            await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not a secret
-        raise MomentoContention(f"counter {key!r}: gave up after {CAS_ATTEMPTS} CAS attempts")
+            if current <= COUNTER_LIMIT:
+                if current + by > cap:
+                    raise CounterCapped(current=current, cap=cap)
+                # Compare against the bytes read, not a re-rendering of them: that is
+                # what the server compares, whether Increment or this loop wrote them.
+                if await self._set_if(self._cache, key, str(current + by).encode(), self._ttl, raw):
+                    return current + by
+            await _backoff(attempt)
+        raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+        record_key = RECORD_PREFIX + once.token.encode()
+        claim = _Record(once.fingerprint, nonce=secrets.token_hex(8))
+        ttl = timedelta(seconds=once.ttl_seconds)
+        claimed_at = time.monotonic()
+        # A record that expires (or is released) between a lost claim and its read lets
+        # the next claim win.
+        for _ in range(3):
+            if await self._set_if(
+                self._cache, record_key, claim.encode(), ttl, RELEASED, or_absent=True
+            ):
+                break
+            raw = await self._get(record_key)
+            if raw is not None and raw != RELEASED:
+                return _replay(_Record.decode(raw))
+        else:
+            raise RequestInFlight()
+        try:
+            value, capped = await self.increment(key, by, cap), False
+        except CounterCapped as exc:
+            value, capped = exc.current, True
+        except MomentoContention:
+            # Every compare-and-swap round lost: nothing was written, so a retry may run.
+            await self._release(record_key, claim, ttl - _since(claimed_at))
+            raise
+        outcome = _Record(once.fingerprint, value=value, capped=capped)
+        await self._record(record_key, claim, outcome, ttl - _since(claimed_at))
+        return Recorded(value=value, capped=capped, fingerprint=once.fingerprint, replayed=False)
+
+    async def _record(
+        self, record_key: bytes, claim: _Record, outcome: _Record, ttl: timedelta
+    ) -> None:
+        # Conditional on this call's own claim, so a retry after a lost answer is harmless
+        # and a claim that expired and was taken by a later request is left to that one.
+        for attempt in range(OUTCOME_ATTEMPTS):
+            try:
+                await self._set_if(self._cache, record_key, outcome.encode(), ttl, claim.encode())
+            except MomentoUnavailable:
+                if attempt == OUTCOME_ATTEMPTS - 1:
+                    raise
+                await _backoff(attempt)
+            else:
+                return
+
+    async def _release(self, record_key: bytes, claim: _Record, ttl: timedelta) -> None:
+        # Momento has no conditional delete; a released record is one a claim may take,
+        # and only this call's own claim is released.
+        await self._set_if(self._cache, record_key, RELEASED, ttl, claim.encode())
 
     async def purge_expired(self) -> None:
         return None
 
     async def get(self, key: str) -> int:
-        return _parse(key, await self._get(key))
+        for attempt in range(CAS_ATTEMPTS):
+            value = _parse(key, await self._get(key))
+            if value <= COUNTER_LIMIT:
+                return value
+            # Another caller's overshoot, about to be undone: never show it.
+            await _backoff(attempt)
+        raise MomentoContention(f"counter stayed above {COUNTER_LIMIT}")
 
-    async def _get(self, key: str) -> bytes | None:
+    async def _get(self, key: str | bytes) -> bytes | None:
         response = await self._client.get(self._cache, key)
         if isinstance(response, CacheGet.Hit):
             return bytes(response.value_bytes)
@@ -201,13 +357,65 @@ class MomentoStore:
         await self._client.__aexit__(None, None, None)
 
 
+def _replay(record: _Record) -> Recorded:
+    if record.value is None:
+        raise RequestInFlight()
+    return Recorded(
+        value=record.value, capped=record.capped, fingerprint=record.fingerprint, replayed=True
+    )
+
+
+def _since(started: float) -> timedelta:
+    return timedelta(seconds=time.monotonic() - started)
+
+
+async def _backoff(attempt: int) -> None:
+    # Full jitter: losers of one round spread out instead of colliding again.
+    ceiling = min(CAS_BACKOFF_MAX_SECONDS, CAS_BACKOFF_SECONDS * 2**attempt)
+    await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not a secret
+
+
 def _parse(key: str, raw: bytes | None) -> int:
     if raw is None:
         return 0
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"counter {key!r} holds a non-integer value") from None
+        raise MomentoError(
+            MomentoErrorCode.FAILED_PRECONDITION_ERROR, f"counter {key!r} is not an integer"
+        ) from None
+
+
+@contextmanager
+def _reconnect_backoff() -> Iterator[None]:
+    """Add `RECONNECT_OPTIONS` to the gRPC channels the SDK builds inside this block.
+
+    SDK 1.29.1 takes no channel arguments beyond keepalive and message size, so this wraps,
+    for the constructor's synchronous run only, the functions its channels read them from.
+    """
+    originals = {name: getattr(sdk_channels, name) for name in _CHANNEL_OPTION_BUILDERS}
+    for name, build in originals.items():
+        setattr(sdk_channels, name, _with_reconnect_options(build))
+    try:
+        yield
+    finally:
+        for name, build in originals.items():
+            setattr(sdk_channels, name, build)
+
+
+_CHANNEL_OPTION_BUILDERS = (
+    "grpc_data_channel_options_from_grpc_config",
+    "grpc_control_channel_options_from_grpc_config",
+)
+
+
+def _with_reconnect_options(
+    build: Callable[[GrpcConfiguration], ChannelArguments],
+) -> Callable[[GrpcConfiguration], ChannelArguments]:
+    def options(grpc_config: GrpcConfiguration) -> ChannelArguments:
+        return [*build(grpc_config), *RECONNECT_OPTIONS]
+
+    return options
 
 
 def _credentials(settings: Settings) -> CredentialProvider:

@@ -1,20 +1,29 @@
-"""What only Momento does: the SetIf compare-and-swap loop, TTLs, the cache, the fake itself."""
+"""What only Momento does: SetIf compare-and-swap, overshoot undo, claims, reconnects, the fake."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from momento import CacheClientAsync, Configurations, CredentialProvider
 from momento.errors import MomentoErrorCode
-from momento.responses import CacheGet, CacheIncrement, CacheSetIfNotExists, CreateCache
+from momento.responses import (
+    CacheGet,
+    CacheIncrement,
+    CacheSetIfNotExists,
+    CreateCache,
+    DeleteCache,
+)
 
-from app.errors import CounterCapped
+from app.errors import CounterCapped, RequestInFlight
 from app.stores import momento
-from app.stores.momento import MomentoError, MomentoStore
-from tests.conftest import Servers, make_settings
+from app.stores.base import COUNTER_LIMIT
+from app.stores.momento import MomentoContention, MomentoError, MomentoStore, MomentoUnavailable
+from tests.conftest import Servers, make_settings, once, serve
 from tests.servers.momento import MomentoLocalServer
 
 pytestmark = pytest.mark.momento
@@ -153,7 +162,9 @@ async def answers(store: MomentoStore) -> bool:
     return True
 
 
-async def test_store_recovers_after_a_server_restart(servers: Servers, key: str) -> None:
+async def test_store_serves_within_a_second_of_the_server_coming_back(
+    servers: Servers, key: str
+) -> None:
     server = servers.dedicated(MomentoLocalServer)
     store = await open_store(server)
     try:
@@ -161,22 +172,183 @@ async def test_store_recovers_after_a_server_restart(servers: Servers, key: str)
         assert await store.increment(key, cap=5) == 1
         server.stop()
         with pytest.raises(MomentoStore.unavailable_errors):
-            await store.ping()
-        with pytest.raises(MomentoStore.unavailable_errors):
             await store.increment(key)
-        server.start()
-        # The SDK's channel reconnects on gRPC's backoff schedule (about 1 s here).
-        for _ in range(100):
-            if await answers(store):
-                break
+        # Traffic keeps failing through a 5 s outage: with gRPC's default backoff the
+        # channel's next connect attempt would then be seconds away.
+        outage_ends = time.monotonic() + 5
+        while time.monotonic() < outage_ends:
+            assert not await answers(store)
             await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the store did not reconnect within 10 s")
-        # Items lived in the fake's memory; the cache itself is still there.
-        assert await store.increment(key, cap=5) == 1
+        server.start()
+        back = time.monotonic()
+        while True:
+            try:
+                # Items lived in the fake's memory; the cache itself is still there.
+                assert await store.increment(key, cap=5) == 1
+                break
+            except MomentoStore.unavailable_errors:
+                assert time.monotonic() - back < 10, "the store never reconnected"
+                await asyncio.sleep(0.02)
+        assert time.monotonic() - back < 1.5, "reconnecting took longer than the backoff allows"
     finally:
         await store.close()
         server.stop()
+
+
+async def test_a_deleted_cache_is_a_503_naming_the_store(
+    server: MomentoLocalServer, sdk: CacheClientAsync, tmp_path: Path, key: str
+) -> None:
+    cache = f"doomed-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        sqlite_path=tmp_path / "c.db", **(server.settings() | {"momento_cache_name": cache})
+    )
+    async for client in serve(settings):
+        assert (await client.post(f"/momento/{key}")).json()["counter"] == 1
+        assert isinstance(await sdk.delete_cache(cache), DeleteCache.Success)
+        gone = await client.post(f"/momento/{key}")
+        assert gone.status_code == 503
+        assert gone.json()["error"] == "store 'momento' is unavailable: NOT_FOUND_ERROR"
+        assert (await client.get(f"/momento/{key}")).status_code == 503
+        assert (await client.get("/readyz")).json()["stores"]["momento"] == (
+            "unavailable: NOT_FOUND_ERROR"
+        )
+
+
+async def test_plain_increments_racing_past_the_limit_undo_their_overshoot_exactly(
+    server: MomentoLocalServer, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Separate clients stand for separate worker processes.
+    stores = [await open_store(server) for _ in range(4)]
+    compensations = 0
+    for store in stores:
+        add = store._add
+
+        async def counting(key: str, by: int, add: Any = add) -> int:
+            nonlocal compensations
+            compensations += by < 0
+            return int(await add(key, by))
+
+        monkeypatch.setattr(store, "_add", counting)
+    try:
+        await stores[0].increment(key, by=COUNTER_LIMIT - 50)
+
+        async def one(store: MomentoStore) -> int | CounterCapped:
+            try:
+                return await store.increment(key)
+            except CounterCapped as exc:
+                return exc
+
+        race = asyncio.gather(*(one(stores[i % 4]) for i in range(200)))
+        seen: list[int] = []
+        while not race.done():
+            seen.append(await stores[1].get(key))
+        results = await race
+        values = sorted(r for r in results if isinstance(r, int))
+        refused = [r for r in results if isinstance(r, CounterCapped)]
+        assert values == list(range(COUNTER_LIMIT - 49, COUNTER_LIMIT + 1))
+        assert {(r.current, r.cap) for r in refused} == {(COUNTER_LIMIT, COUNTER_LIMIT)}
+        assert len(refused) == 150
+        assert max(seen) <= COUNTER_LIMIT, "a read showed a value above the limit"
+        assert await stores[2].get(key) == COUNTER_LIMIT
+        assert compensations == 150, "each refused increment undid exactly its own step"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_counter_left_above_the_limit_answers_unavailable_never_its_value(
+    store: MomentoStore,
+    sdk: CacheClientAsync,
+    server: MomentoLocalServer,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a process that died between an overshoot and its compensation leaves behind.
+    await sdk.set(server.cache_name, key, str(COUNTER_LIMIT + 1))
+    monkeypatch.setattr(momento, "CAS_BACKOFF_SECONDS", 0.0)
+    with pytest.raises(MomentoContention):
+        await store.get(key)
+    with pytest.raises(MomentoContention):
+        await store.increment(key, cap=COUNTER_LIMIT)
+    with pytest.raises(MomentoContention):
+        await store.increment(key)
+    hit = await sdk.get(server.cache_name, key)
+    assert isinstance(hit, CacheGet.Hit)
+    assert int(hit.value_string) == COUNTER_LIMIT + 1, "the failed increment undid itself"
+
+
+async def test_a_keyed_request_that_fails_after_its_claim_counts_at_most_once(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = once(ttl=1)
+    increment = store.increment
+
+    async def lands_then_loses_the_answer(*args: Any) -> int:
+        await increment(*args)
+        raise MomentoUnavailable(MomentoErrorCode.TIMEOUT_ERROR, "answer lost")
+
+    monkeypatch.setattr(store, "increment", lands_then_loses_the_answer)
+    with pytest.raises(MomentoStore.unavailable_errors):
+        await store.increment_once(key, 1, None, token)
+    monkeypatch.undo()
+    with pytest.raises(RequestInFlight):
+        await store.increment_once(key, 1, None, token)
+    assert await store.get(key) == 1, "the retry did not count again"
+    await asyncio.sleep(1.2)
+    fresh = await store.increment_once(key, 1, None, token)
+    assert (fresh.value, fresh.replayed) == (2, False), "after its TTL the token is new"
+
+
+async def test_a_keyed_increment_that_loses_every_cas_round_may_be_retried(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def always_lost(*args: Any) -> int:
+        raise MomentoContention("lost every round")
+
+    token = once()
+    monkeypatch.setattr(store, "_compare_and_swap", always_lost)
+    with pytest.raises(MomentoStore.unavailable_errors):
+        await store.increment_once(key, 1, 10, token)
+    monkeypatch.undo()
+    retry = await store.increment_once(key, 1, 10, token)
+    assert (retry.value, retry.replayed) == (1, False), "nothing was written: the claim is free"
+    assert await store.get(key) == 1
+
+
+async def test_a_late_outcome_never_overwrites_a_later_requests_record(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = once(ttl=1)
+    gate = asyncio.Event()
+    calls = 0
+    increment = store.increment
+
+    async def first_one_held(key: str, by: int = 1, cap: int | None = None) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+        return await increment(key, by, cap)
+
+    monkeypatch.setattr(store, "increment", first_one_held)
+    slow = asyncio.create_task(store.increment_once(key, 1, None, token))
+    await asyncio.sleep(1.2)  # the slow request's claim expires meanwhile
+    later = await store.increment_once(key, 1, None, token)
+    assert (later.value, later.replayed) == (1, False)
+    gate.set()
+    first = await slow
+    assert (first.value, first.replayed) == (2, False)
+    replay = await store.increment_once(key, 1, None, token)
+    assert (replay.value, replay.replayed) == (1, True), "the later request's record stands"
+
+
+async def test_record_keys_never_meet_a_counter_id(store: MomentoStore, key: str) -> None:
+    token = once()
+    assert (await store.increment_once(key, 1, None, token)).value == 1
+    for lookalike in (token.token, f"idempotency:{token.token}"):
+        assert await store.get(lookalike) == 0
+        assert await store.increment(lookalike) == 1
+    assert (await store.increment_once(key, 1, None, token)).replayed
 
 
 async def test_fake_answers_the_sdk_like_the_service(
