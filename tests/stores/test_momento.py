@@ -319,19 +319,21 @@ async def test_a_late_outcome_never_overwrites_a_later_requests_record(
     store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = once(ttl=1)
-    gate = asyncio.Event()
+    claimed, gate = asyncio.Event(), asyncio.Event()
     calls = 0
     increment = store.increment
 
     async def first_one_held(key: str, by: int = 1, cap: int | None = None) -> int:
         nonlocal calls
         calls += 1
-        if calls == 1:
+        if calls == 1:  # called once the token is claimed
+            claimed.set()
             await gate.wait()
         return await increment(key, by, cap)
 
     monkeypatch.setattr(store, "increment", first_one_held)
     slow = asyncio.create_task(store.increment_once(key, 1, None, token))
+    await claimed.wait()
     await asyncio.sleep(1.2)  # the slow request's claim expires meanwhile
     later = await store.increment_once(key, 1, None, token)
     assert (later.value, later.replayed) == (1, False)
