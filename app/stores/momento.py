@@ -21,8 +21,10 @@ Idempotency keys (`increment_once`). Momento has no multi-key atomicity, so the 
 2. apply the increment (as `increment`, capped outcomes included);
 3. replace the claim with the outcome by `SetIf(equal=this call's pending bytes)`: retried
    on a transient error, it never overwrites another request's record.
-A request that fails between 1 and 3 leaves its claim pending, so every copy answers 409
-until the token's TTL ends, whether or not the increment landed: never twice. The one
+Once claimed, steps 2 and 3 run to their end even if the caller times out, so a retry
+replays the outcome. A request whose process dies, or whose Momento calls fail, between 1
+and 3 leaves its claim pending, so every copy answers 409 until the token's TTL ends,
+whether or not the increment landed: never twice. The one
 failure known to have written nothing (compare-and-swap contention) releases its claim,
 by a write conditional on that claim, so a retry may run at once.
 Record keys start with a NUL byte, which no counter id (no control characters) can contain.
@@ -35,11 +37,11 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar, NoReturn, Self
+from typing import ClassVar, NoReturn, Self, TypeVar
 
 import momento.internal.aio._scs_grpc_manager as sdk_channels
 from momento import CacheClientAsync, Configurations, CredentialProvider
@@ -58,6 +60,8 @@ from app.settings import Settings, SettingsError
 from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
 log = logging.getLogger("atomic_counter")
+
+T = TypeVar("T")
 
 STORE_NAME = "momento"
 
@@ -247,9 +251,10 @@ class MomentoStore:
         value = await self._add(key, by)
         if value <= COUNTER_LIMIT:
             return value
-        # Past the limit: undo exactly our own step, then let the compare-and-swap decide,
-        # from a value it reads, whether this step fits once other overshoots are undone.
-        await self._add(key, -by)
+        # Past the limit: undo exactly our own step (even if our caller times out now),
+        # then let the compare-and-swap decide, from a value it reads, whether this step
+        # fits once other overshoots are undone.
+        await _to_the_end(self._add(key, -by))
         return await self._capped_increment(key, by, COUNTER_LIMIT)
 
     async def _add(self, key: str, by: int) -> int:
@@ -297,6 +302,21 @@ class MomentoStore:
                 return _replay(_Record.decode(raw))
         else:
             raise RequestInFlight()
+        # Past the claim, a caller's timeout must not leave the claim pending: the outcome
+        # is still recorded, and a retry replays it.
+        outcome = await _to_the_end(
+            self._apply_and_record(key, by, cap, record_key, claim, ttl - _since(claimed_at))
+        )
+        assert outcome.value is not None
+        return Recorded(
+            value=outcome.value, capped=outcome.capped, fingerprint=once.fingerprint, replayed=False
+        )
+
+    async def _apply_and_record(
+        self, key: str, by: int, cap: int | None, record_key: bytes, claim: _Record, ttl: timedelta
+    ) -> _Record:
+        """Apply the claimed increment; replace the claim with its outcome for `ttl` more."""
+        claimed_at = time.monotonic()
         try:
             value, capped = await self.increment(key, by, cap), False
         except CounterCapped as exc:
@@ -305,9 +325,9 @@ class MomentoStore:
             # Every compare-and-swap round lost: nothing was written, so a retry may run.
             await self._release(record_key, claim, ttl - _since(claimed_at))
             raise
-        outcome = _Record(once.fingerprint, value=value, capped=capped)
+        outcome = _Record(claim.fingerprint, value=value, capped=capped)
         await self._record(record_key, claim, outcome, ttl - _since(claimed_at))
-        return Recorded(value=value, capped=capped, fingerprint=once.fingerprint, replayed=False)
+        return outcome
 
     async def _record(
         self, record_key: bytes, claim: _Record, outcome: _Record, ttl: timedelta
@@ -363,6 +383,24 @@ def _replay(record: _Record) -> Recorded:
     return Recorded(
         value=record.value, capped=record.capped, fingerprint=record.fingerprint, replayed=True
     )
+
+
+_finishing: set["asyncio.Task[object]"] = set()
+
+
+async def _to_the_end(work: Coroutine[object, object, T]) -> T:
+    """Await `work`, which runs to its end even if the caller is cancelled (a timeout)."""
+    task = asyncio.ensure_future(work)
+    _finishing.add(task)
+    task.add_done_callback(_settled)
+    return await asyncio.shield(task)
+
+
+def _settled(task: "asyncio.Task[object]") -> None:
+    _finishing.discard(task)
+    if not task.cancelled():
+        # Retrieved here for a caller that timed out and already answered 503.
+        task.exception()
 
 
 def _since(started: float) -> timedelta:

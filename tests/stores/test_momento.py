@@ -277,6 +277,58 @@ async def test_a_counter_left_above_the_limit_answers_unavailable_never_its_valu
     assert int(hit.value_string) == COUNTER_LIMIT + 1, "the failed increment undid itself"
 
 
+async def test_an_overshoot_is_undone_even_when_its_caller_times_out(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.increment(key, by=COUNTER_LIMIT)
+    add, undone = store._add, asyncio.Event()
+
+    async def slow_undo(key: str, by: int) -> int:
+        if by > 0:
+            return int(await add(key, by))
+        await asyncio.sleep(0.2)
+        value = int(await add(key, by))
+        undone.set()
+        return value
+
+    monkeypatch.setattr(store, "_add", slow_undo)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # as the service bounds every store call
+            await store.increment(key)
+    async with asyncio.timeout(5):
+        await undone.wait()
+    assert await store.get(key) == COUNTER_LIMIT
+
+
+async def test_a_keyed_request_whose_caller_times_out_still_records_its_outcome(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = once()
+    gate = asyncio.Event()
+    increment = store.increment
+
+    async def held(*args: Any) -> int:
+        await gate.wait()
+        return int(await increment(*args))
+
+    monkeypatch.setattr(store, "increment", held)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):  # as the service bounds every store call
+            await store.increment_once(key, 1, None, token)
+    with pytest.raises(RequestInFlight):
+        await store.increment_once(key, 1, None, token)
+    gate.set()
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                replay = await store.increment_once(key, 1, None, token)
+                break
+            except RequestInFlight:
+                await asyncio.sleep(0.02)
+    assert (replay.value, replay.replayed) == (1, True), "the retry replays, not 409 until TTL"
+    assert await store.get(key) == 1
+
+
 async def test_a_keyed_request_that_fails_after_its_claim_counts_at_most_once(
     store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
