@@ -74,7 +74,9 @@ _BUSY_SHARE = 0.8
 class SqliteStore:
     name: ClassVar[str] = "sqlite"
     enabled_by: ClassVar[str] = "SQLITE_PATH"
-    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError,)
+    # DatabaseError, not only OperationalError: a file that is not (or no longer) a sound
+    # database raises the base class itself, and is an outage to clients, not a 500.
+    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.DatabaseError,)
 
     def __init__(self, path: Path, *, timeout: float) -> None:
         self._path = path
