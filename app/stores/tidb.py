@@ -181,7 +181,7 @@ class TidbStore:
                 autocommit=True,
                 # A keyed increment waiting for another copy's row lock gives up soon
                 # after its caller did, instead of holding a server thread for 50 s.
-                init_command=(f"SET SESSION innodb_lock_wait_timeout = {math.ceil(self._timeout)}"),
+                init_command=f"SET SESSION innodb_lock_wait_timeout = {math.ceil(self._timeout)}",
             )
         await self._execute(_SCHEMA)
         await self._execute(_IDEMPOTENCY_SCHEMA)

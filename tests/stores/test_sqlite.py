@@ -12,7 +12,7 @@ from typing import TypeVar
 import pytest
 
 from app.errors import CounterCapped
-from app.stores.base import COUNTER_LIMIT
+from app.stores.base import COUNTER_LIMIT, Recorded
 from app.stores.sqlite import SqliteStore
 from tests.conftest import once, open_store
 
@@ -98,6 +98,24 @@ async def test_a_keyed_increment_that_timed_out_left_no_record(
     await asyncio.sleep(2 * TIMEOUT)
     retried = await sqlite.increment_once(key, 1, None, token)
     assert (retried.value, retried.replayed) == (1, False)
+
+
+async def test_two_workers_on_one_file_count_each_token_once(path: Path, key: str) -> None:
+    async with (
+        open_store(SqliteStore, sqlite_path=path) as first,
+        open_store(SqliteStore, sqlite_path=path) as second,
+    ):
+        token = once()
+        copies = await asyncio.gather(
+            *(w.increment_once(key, 1, None, token) for w in [first, second] * 15)
+        )
+        assert [c.replayed for c in copies].count(False) == 1
+        assert {c.value for c in copies} == {1}
+        keyed = [w.increment_once(key, 1, None, once()) for w in [first, second] * 75]
+        plain = [w.increment(key) for w in [first, second] * 75]
+        results = await asyncio.gather(*keyed, *plain)
+        values = [r.value if isinstance(r, Recorded) else r for r in results]
+        assert sorted(values) == list(range(2, 302))
 
 
 async def test_a_failed_record_write_rolls_the_increment_back(
