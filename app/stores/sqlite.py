@@ -1,66 +1,117 @@
 """The embedded default: a SQLite file, one atomic upsert per increment."""
 
 import sqlite3
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import aiosqlite
 
 from app.errors import CounterCapped
 from app.settings import Settings
-from app.stores.base import Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counters (
-    id    TEXT    PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID
-"""
+T = TypeVar("T")
 
-_INCREMENT = """
-INSERT INTO counters (id, value) VALUES (:id, :by)
-ON CONFLICT (id) DO UPDATE SET value = value + :by
-RETURNING value
-"""
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS counters (
+        id    TEXT    PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS idempotency (
+        token       TEXT    PRIMARY KEY,
+        fingerprint TEXT    NOT NULL,
+        value       INTEGER NOT NULL,
+        capped      INTEGER NOT NULL,
+        expires_at  REAL    NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at)",
+)
 
+# Every increment is bounded: `room` is cap - by, computed in Python, so the check never
+# adds to the stored value (SQLite turns an INTEGER sum past 2**63-1 into a REAL).
 # INSERT ... SELECT ... WHERE keeps a first-ever increment under the cap too; the
 # DO UPDATE ... WHERE leaves an existing row untouched (and returns no row) at the cap.
-_INCREMENT_CAPPED = """
-INSERT INTO counters (id, value) SELECT :id, :by WHERE :by <= :cap
-ON CONFLICT (id) DO UPDATE SET value = value + :by WHERE value + :by <= :cap
+_INCREMENT = """
+INSERT INTO counters (id, value) SELECT :id, :by WHERE :room >= 0
+ON CONFLICT (id) DO UPDATE SET value = value + :by WHERE value <= :room
 RETURNING value
 """
 
 _GET = "SELECT value FROM counters WHERE id = :id"
 
+_RECORDED = """
+SELECT fingerprint, value, capped FROM idempotency WHERE token = :token AND expires_at > :now
+"""
+
+# An expired record of the same token is still in the table until purged: replace it.
+_RECORD = """
+INSERT INTO idempotency (token, fingerprint, value, capped, expires_at)
+VALUES (:token, :fingerprint, :value, :capped, :expires_at)
+ON CONFLICT (token) DO UPDATE SET
+    fingerprint = excluded.fingerprint,
+    value = excluded.value,
+    capped = excluded.capped,
+    expires_at = excluded.expires_at
+"""
+
+_PURGE_BATCH = 1000
+_PURGE = """
+DELETE FROM idempotency WHERE token IN (
+    SELECT token FROM idempotency WHERE expires_at <= :now LIMIT :batch
+)
+"""
+
+_BUSY_SHARE = 0.8
+"""The share of the store timeout a write may spend waiting for another process's lock."""
+
 
 class SqliteStore:
     name: ClassVar[str] = "sqlite"
     enabled_by: ClassVar[str] = "SQLITE_PATH"
-    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError,)
+    # DatabaseError, not only OperationalError: a file that is not (or no longer) a sound
+    # database raises the base class itself, and is an outage to clients, not a 500.
+    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.DatabaseError,)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float) -> None:
         self._path = path
+        self._write_budget = timeout * _BUSY_SHARE
         self._db: aiosqlite.Connection | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        return cls(settings.sqlite_path)
+        return cls(settings.sqlite_path, timeout=settings.store_timeout_seconds)
 
     async def setup(self) -> None:
         if self._db is not None:
             return
         if str(self._path) != ":memory:":
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: every statement is its own transaction, so an
-        # upsert commits the moment it returns its row.
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise sqlite3.OperationalError(
+                    f"cannot create the database directory: {exc.strerror}"
+                ) from exc
+        # isolation_level=None: every statement is its own transaction unless a write
+        # opens one explicitly, so an upsert commits the moment it returns its row.
         db = await aiosqlite.connect(self._path, isolation_level=None)
-        # Several worker processes may share the file: WAL lets readers run beside
-        # the writer, and busy_timeout makes writers queue instead of failing.
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA busy_timeout=5000")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute(_SCHEMA)
+        try:
+            # Several worker processes may share the file: WAL lets readers run beside
+            # the writer, and busy_timeout makes writers queue instead of failing.
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA busy_timeout={int(self._write_budget * 1000)}")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                await db.execute(statement)
+        except BaseException:
+            # The connection owns a thread: a failed setup must not leave it running.
+            await db.close()
+            raise
         self._db = db
 
     @property
@@ -70,21 +121,14 @@ class SqliteStore:
         return self._db
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        if cap is None:
-            rows = await self._conn.execute_fetchall(_INCREMENT, {"id": key, "by": by})
-        else:
-            rows = await self._conn.execute_fetchall(
-                _INCREMENT_CAPPED, {"id": key, "by": by, "cap": cap}
-            )
-            if not rows:
-                raise CounterCapped(current=await self.get(key), cap=cap)
-        return int(next(iter(rows))[0])
+        return await self._write(_bounded_increment, key, by, _effective_cap(cap))
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+        return await self._write(_increment_once, key, by, _effective_cap(cap), once)
 
     async def purge_expired(self) -> None:
-        return None
+        while await self._write(_purge_batch, time.time()) == _PURGE_BATCH:
+            pass
 
     async def get(self, key: str) -> int:
         rows = await self._conn.execute_fetchall(_GET, {"id": key})
@@ -95,6 +139,79 @@ class SqliteStore:
         await self._conn.execute_fetchall("SELECT 1")
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def _write(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work(connection, *args)` in one call on the connection's thread, in time or never.
+
+        One call: the statements of a transaction cannot interleave with another
+        coroutine's on the shared connection. In time: a caller that timed out has gone,
+        and aiosqlite still runs what it queued; a write that starts past its deadline is
+        dropped, and one that starts before waits for locks only until the deadline.
+        """
+        db = self._conn
+        raw = db._conn  # the sqlite3 connection itself, which `work` drives
+        deadline = time.monotonic() + self._write_budget
+
+        def in_time() -> T:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise sqlite3.OperationalError("write abandoned: its deadline passed in the queue")
+            raw.execute(f"PRAGMA busy_timeout={max(1, int(remaining * 1000))}")
+            return work(raw, *args)
+
+        # aiosqlite has no public call for "run this function on the connection's thread";
+        # every public method is a thin wrapper around this one.
+        run = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
+        return await run(in_time)
+
+
+def _effective_cap(cap: int | None) -> int:
+    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+
+
+def _bounded_increment(conn: sqlite3.Connection, key: str, by: int, cap: int) -> int:
+    rows = conn.execute(_INCREMENT, {"id": key, "by": by, "room": cap - by}).fetchall()
+    if not rows:
+        # The same thread call: no other statement of this process ran in between.
+        current = conn.execute(_GET, {"id": key}).fetchone()
+        raise CounterCapped(current=0 if current is None else int(current[0]), cap=cap)
+    return int(rows[0][0])
+
+
+def _increment_once(conn: sqlite3.Connection, key: str, by: int, cap: int, once: Once) -> Recorded:
+    now = time.time()
+    # IMMEDIATE takes the write lock at BEGIN: the record cannot appear from another
+    # process between the read below and the writes after it.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute(_RECORDED, {"token": once.token, "now": now}).fetchone()
+        if row is not None:
+            conn.rollback()
+            fingerprint, value, capped = row
+            return Recorded(int(value), bool(capped), str(fingerprint), replayed=True)
+        try:
+            value, capped = _bounded_increment(conn, key, by, cap), False
+        except CounterCapped as refused:
+            value, capped = refused.current, True
+        conn.execute(
+            _RECORD,
+            {
+                "token": once.token,
+                "fingerprint": once.fingerprint,
+                "value": value,
+                "capped": int(capped),
+                "expires_at": now + once.ttl_seconds,
+            },
+        )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return Recorded(value, capped, once.fingerprint, replayed=False)
+
+
+def _purge_batch(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute(_PURGE, {"now": now, "batch": _PURGE_BATCH}).rowcount

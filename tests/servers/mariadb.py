@@ -1,13 +1,15 @@
 """Debian's MariaDB as a throwaway stand-in for TiDB: own data dir, own loopback port."""
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
 
-from tests.servers.base import LocalServer, ServerUnavailable, port_open
+from tests.servers.base import LocalServer, ServerUnavailable, free_port, port_open
 from tests.servers.tls import TlsFiles
 
 DATABASE = "atomic_counter"
@@ -15,6 +17,8 @@ USER = "counter"
 # Every character that must be percent-encoded in a URL's userinfo: the store has to
 # decode it to log in at all.
 PASSWORD = "p@ss:w/rd %#?"
+
+_BIND_ATTEMPTS = 3
 
 # Debian installs the server in /usr/sbin, which is not on every user's PATH.
 _SBIN = Path("/usr/sbin")
@@ -39,6 +43,7 @@ class MariaDbServer(LocalServer):
         # A unix socket path must fit in 108 bytes; pytest's temp dirs can be deeper.
         socket_dir = workdir if len(str(workdir)) < 80 else Path(tempfile.mkdtemp(prefix="mdb-"))
         self.socket = socket_dir / "mariadbd.sock"
+        self._ever_started = False
 
     @property
     def url(self) -> str:
@@ -97,7 +102,19 @@ class MariaDbServer(LocalServer):
         return port_open(self.port) and self.sql("SELECT 1", check=False)
 
     def start(self) -> None:
-        super().start()
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                super().start()
+                break
+            except ServerUnavailable as exc:
+                # Another test run on this machine bound the port between free_port()'s
+                # probe and mariadbd's bind. Only a first start may move: after that,
+                # stores under test hold the URL with this port.
+                final = self._ever_started or attempt == _BIND_ATTEMPTS - 1
+                if final or "Address already in use" not in str(exc):
+                    raise
+                self.port = free_port(0)
+        self._ever_started = True
         # Idempotent, so it runs after every (re)start; TiDB Cloud gives the app a
         # password user on one database, never root over a socket.
         self.sql(
@@ -105,6 +122,16 @@ class MariaDbServer(LocalServer):
             f"CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
             f"GRANT ALL ON {DATABASE}.* TO '{USER}'@'127.0.0.1';"
         )
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
+        assert self._process is not None, "not started"
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run on, as after a long GC pause or a network stall."""
+        assert self._process is not None, "not started"
+        os.kill(self._process.pid, signal.SIGCONT)
 
     def sql(self, statements: str, *, check: bool = True) -> bool:
         """Run statements as root over the unix socket; False (or raise) if they fail."""

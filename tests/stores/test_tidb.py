@@ -1,20 +1,29 @@
 """What only the TiDB store does: its table, one statement per increment, secrets, recovery."""
 
 import asyncio
+import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncmy
 import pytest
 
 from app.errors import CounterCapped
+from app.stores.base import Once, Recorded
 from app.stores.tidb import TidbStore, TidbTarget
-from tests.conftest import Servers, make_settings, open_store
+from tests.conftest import Servers, make_settings, once, open_store
 from tests.servers.base import free_port
 from tests.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
 
 pytestmark = pytest.mark.tidb
+
+TIMEOUT = 1.0
+REFUSED = "dead" * 8
+"""A fingerprint the rollback test's trigger refuses to record."""
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -28,14 +37,27 @@ async def tidb(server: MariaDbServer) -> AsyncIterator[TidbStore]:
         yield store
 
 
-async def query(server: MariaDbServer, statement: str) -> list[tuple[object, ...]]:
-    """Run one statement on a connection of its own, as the tests' user."""
+async def query(
+    server: MariaDbServer,
+    statement: str,
+    *args: object,
+    many: list[tuple[object, ...]] | None = None,
+) -> list[tuple[object, ...]]:
+    """Run one statement on a connection of its own, as the tests' user (autocommit)."""
     conn = await asyncmy.connect(
-        host="127.0.0.1", port=server.port, user=USER, password=PASSWORD, database=DATABASE
+        host="127.0.0.1",
+        port=server.port,
+        user=USER,
+        password=PASSWORD,
+        database=DATABASE,
+        autocommit=True,
     )
     try:
         async with conn.cursor() as cursor:
-            await cursor.execute(statement)
+            if many is not None:
+                await cursor.executemany(statement, many)
+                return []
+            await cursor.execute(statement, args or None)
             return list(await cursor.fetchall())
     finally:
         conn.close()
@@ -171,3 +193,126 @@ async def test_store_recovers_when_the_server_comes_back(servers: Servers, key: 
     finally:
         await store.close()
         server.stop()
+
+
+async def as_caller(call: Awaitable[T], seconds: float = TIMEOUT) -> T:
+    """Abandon `call` after `seconds`, as `app.counters` does with every store call."""
+    async with asyncio.timeout(seconds):
+        return await call
+
+
+def token_set(tokens: list[Once]) -> str:
+    """The tokens as one parameter for FIND_IN_SET (hex: no commas inside)."""
+    return ",".join(t.token for t in tokens)
+
+
+async def landed(server: MariaDbServer, key: str, tokens: list[Once]) -> tuple[int, list[int]]:
+    """The counter and the values recorded under `tokens`, read in one snapshot."""
+    rows = await query(
+        server,
+        "SELECT 0, COALESCE((SELECT value FROM counters WHERE id = %s), 0)"
+        " UNION ALL SELECT 1, value FROM idempotency WHERE FIND_IN_SET(token, %s)",
+        key,
+        token_set(tokens),
+    )
+    counter = next(int(str(v)) for kind, v in rows if kind == 0)
+    return counter, sorted(int(str(v)) for kind, v in rows if kind == 1)
+
+
+async def assert_whole_or_absent(
+    store: TidbStore, server: MariaDbServer, key: str, tokens: list[Once]
+) -> None:
+    """Every increment that landed has its record and the reverse; retries complete the set."""
+    counter, recorded = await landed(server, key, tokens)
+    assert recorded == list(range(1, counter + 1)), "an increment landed without its record"
+    retried = await asyncio.gather(*(store.increment_once(key, 1, None, t) for t in tokens))
+    assert sorted(r.value for r in retried) == list(range(1, len(tokens) + 1))
+    assert [r.replayed for r in retried].count(True) == counter
+    assert await store.get(key) == len(tokens)
+
+
+async def test_a_failed_record_write_rolls_the_increment_back(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    token = once(REFUSED)
+    assert await tidb.increment(key, by=5) == 5
+    # The record's value is written after the increment, by an UPDATE: refuse that one.
+    await query(
+        server,
+        "CREATE TRIGGER refuse_record BEFORE UPDATE ON idempotency FOR EACH ROW"
+        " IF NEW.fingerprint = 'deaddeaddeaddeaddeaddeaddeaddead' THEN"
+        " SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF",
+    )
+    try:
+        with pytest.raises(TidbStore.unavailable_errors, match="refused"):
+            await tidb.increment_once(key, 1, None, token)
+    finally:
+        await query(server, "DROP TRIGGER refuse_record")
+    assert await tidb.get(key) == 5, "the increment went back with its record"
+    assert await tidb.increment(key) == 6
+    assert (await tidb.increment_once(key, 1, None, token)).value == 7
+
+
+async def test_keyed_increments_cancelled_at_any_point_land_whole_or_not_at_all(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    tokens = [once() for _ in range(200)]
+    # Deadlines from 0 to 30 ms cut calls off at every step: acquire, BEGIN, claim,
+    # upsert, record, COMMIT. A connection cut off mid-transaction must not come back.
+    calls = [
+        as_caller(tidb.increment_once(key, 1, None, t), random.uniform(0, 0.03)) for t in tokens
+    ]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert any(isinstance(o, TimeoutError) for o in outcomes)
+    assert all(isinstance(o, Recorded | TimeoutError) for o in outcomes)
+    await assert_whole_or_absent(tidb, server, key, tokens)
+
+
+async def test_keyed_increments_cut_off_by_a_paused_server_land_whole_or_not_at_all(
+    servers: Servers, key: str
+) -> None:
+    server = servers.dedicated(MariaDbServer)
+    try:
+        async with open_store(
+            TidbStore, **server.settings(), store_timeout_seconds=TIMEOUT, tidb_pool_size=8
+        ) as store:
+            await store.ping()
+            tokens = [once() for _ in range(40)]
+            calls = [
+                asyncio.create_task(as_caller(store.increment_once(key, 1, None, t)))
+                for t in tokens
+            ]
+            # Freeze the server while the other calls are at every step of their transactions.
+            await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+            server.pause()
+            try:
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            finally:
+                server.resume()
+            assert any(isinstance(o, TimeoutError) for o in outcomes)
+            assert all(isinstance(o, Recorded | TimeoutError) for o in outcomes)
+            await assert_whole_or_absent(store, server, key, tokens)
+    finally:
+        server.stop()
+
+
+async def test_purge_deletes_every_expired_record_in_batches_and_keeps_live_ones(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    live = [once() for _ in range(3)]
+    for token in live:
+        await tidb.increment_once(key, 1, None, token)
+    expired = [once() for _ in range(2_500)]
+    await query(
+        server,
+        "INSERT INTO idempotency VALUES (%s, %s, 1, FALSE, UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE)",
+        many=[(t.token, t.fingerprint) for t in expired],
+    )
+    await tidb.purge_expired()
+    left = await query(
+        server,
+        "SELECT token FROM idempotency WHERE FIND_IN_SET(token, %s)",
+        token_set(live + expired),
+    )
+    assert {str(token) for (token,) in left} == {t.token for t in live}
+    assert all([(await tidb.increment_once(key, 1, None, t)).replayed for t in live])
