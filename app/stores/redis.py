@@ -208,8 +208,11 @@ class RedisStore:
         )
 
     async def setup(self) -> None:
-        """Find out whether the server is a cluster, unless that is settled already."""
-        if self._connect_cluster is None or self.cluster:
+        """Find out whether the server is a cluster, unless that is settled, and connect."""
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()
+            return
+        if self._connect_cluster is None:
             return
         try:
             info = await self._client.info("cluster")
@@ -295,9 +298,14 @@ class RedisStore:
         async with self._switch_lock:
             if self.cluster or self._connect_cluster is None:
                 return
+            cluster = self._connect_cluster()
+            # Before any traffic: redis-py 8.1 initialises lazily on the first command and
+            # then closes its start-up node's connections, under the commands already
+            # using them (AttributeError on a None writer, seen with 64 first calls at once).
+            await cluster.initialize()
             # Calls in flight on the standalone client finish there; it closes with the store.
             self._retired.append(self._client)
-            self._use(self._connect_cluster())
+            self._use(cluster)
 
     def _status(self, answer: Sequence[Any]) -> int:
         status = int(answer[0])
