@@ -23,8 +23,9 @@ from typing import Any, ClassVar, Self
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
     ClusterError,
-    MovedError,
     ReadOnlyError,
     RedisClusterException,
     ResponseError,
@@ -220,6 +221,7 @@ class RedisStore:
             return
         if info.get("cluster_enabled"):
             await self._switch_to_cluster()
+            await _close(self._retired.pop())  # nothing else has used it yet
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         limit = COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
@@ -254,7 +256,7 @@ class RedisStore:
             return self._parse_record(answer[1])
         if status == _CLAIMED_BY_ANOTHER:
             # Only the fingerprint matters here: the caller refuses the request (422).
-            return Recorded(value=0, capped=False, fingerprint=answer[1].decode(), replayed=True)
+            return Recorded(value=0, capped=False, fingerprint=_text(answer[1]), replayed=True)
         return Recorded(
             value=int(answer[1]),
             capped=status == _CAPPED,
@@ -281,16 +283,15 @@ class RedisStore:
         return counter_key(self._prefix, key)
 
     async def _run(self, call: Callable[[], Any]) -> Sequence[Any]:
-        """Run one script call; on a first MOVED, switch to the cluster client and run it again."""
+        """Run one script call; on a first MOVED or CROSSSLOT, switch to cluster mode and retry."""
         async with self._in_flight:
             try:
                 return await call()  # type: ignore[no-any-return]
-            except MovedError:
+            except (AskError, ClusterCrossSlotError) as exc:  # MOVED is an AskError
                 if self._connect_cluster is None:
-                    raise StoreUnavailable(
-                        self.name, "the server is a Redis Cluster (MOVED): set REDIS_CLUSTER=true"
-                    ) from None
-            # MOVED is answered before anything runs: sending it again cannot count twice.
+                    reason = f"the server is a Redis Cluster ({exc.status_code})"
+                    raise StoreUnavailable(self.name, f"{reason}: set REDIS_CLUSTER=true") from None
+            # Both are answered before anything runs: sending it again cannot count twice.
             await self._switch_to_cluster()
             return await call()  # type: ignore[no-any-return]
 
@@ -313,9 +314,9 @@ class RedisStore:
             raise self._foreign()
         return status
 
-    def _parse_record(self, raw: bytes) -> Recorded:
+    def _parse_record(self, raw: bytes | str) -> Recorded:
         try:
-            capped, value, fingerprint = raw.decode().split(":", 2)
+            capped, value, fingerprint = _text(raw).split(":", 2)
             return Recorded(
                 value=int(value), capped=capped == "1", fingerprint=fingerprint, replayed=True
             )
@@ -334,3 +335,8 @@ async def _close(client: Client) -> None:
     else:
         # A client built on a pool it was handed leaves that pool's sockets open.
         await client.aclose(close_connection_pool=True)
+
+
+def _text(reply: bytes | str) -> str:
+    # Bytes unless the URL asks for decode_responses=True.
+    return reply.decode() if isinstance(reply, bytes) else reply

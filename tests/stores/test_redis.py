@@ -308,22 +308,42 @@ async def test_redis_cluster_false_against_a_cluster_is_a_503_naming_the_setting
 ) -> None:
     [elsewhere] = ids_on_other_nodes(cluster, 1)
     async with open_store(RedisStore, redis_url=cluster.url, redis_cluster=False) as store:
-        with pytest.raises(StoreUnavailable, match="REDIS_CLUSTER=true"):
+        with pytest.raises(StoreUnavailable, match=r"\(MOVED\): set REDIS_CLUSTER=true"):
             await store.increment(elsewhere)
+        # The claim's slot is (all but surely) not the counter's: CROSSSLOT, before MOVED.
+        with pytest.raises(StoreUnavailable, match=r"\(CROSSSLOT\): set REDIS_CLUSTER=true"):
+            await store.increment_once(elsewhere, 1, None, once())
+    assert read_on_cluster(cluster, elsewhere) is None
 
 
-async def test_a_first_moved_switches_to_the_cluster_client_without_counting_twice(
-    cluster: RedisClusterServer,
+def read_on_cluster(cluster: RedisClusterServer, counter_id: str) -> bytes | None:
+    client = redis.RedisCluster.from_url(cluster.url)
+    try:
+        value: bytes | None = client.get(counter_key(PREFIX, counter_id))
+        return value
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+async def test_a_first_moved_or_crossslot_switches_to_cluster_mode_without_counting_twice(
+    cluster: RedisClusterServer, keyed: bool
 ) -> None:
-    # As where INFO is refused: setup() could not tell, so the first MOVED has to.
+    # As where INFO is refused: setup() could not tell, so the first redirection has to.
     ids = ids_on_other_nodes(cluster, 20)
     store = RedisStore(
         aioredis.Redis.from_url(cluster.url),
         connect_cluster=lambda: RedisCluster.from_url(cluster.url),
     )
+
+    async def increment(counter_id: str) -> int:
+        if keyed:
+            return (await store.increment_once(counter_id, 1, None, once())).value
+        return await store.increment(counter_id)
+
     try:
         assert not store.cluster
-        assert [await store.increment(counter_id) for counter_id in ids] == [1] * 20
+        assert await asyncio.gather(*(increment(counter_id) for counter_id in ids)) == [1] * 20
         assert store.cluster
         assert [await store.get(counter_id) for counter_id in ids] == [1] * 20
     finally:
