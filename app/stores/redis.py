@@ -49,7 +49,10 @@ local LIMIT = {COUNTER_LIMIT}
 local function read(key)
   local raw = redis.pcall('GET', key)
   if raw == false then return 0, '0' end
-  if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then return nil end
+  -- Only what INCRBY itself wrote: digits, no sign, no leading zero (INCRBY refuses "07").
+  if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^[1-9]%d*$') then
+    if raw ~= '0' then return nil end
+  end
   local value = tonumber(raw)
   if value > LIMIT then return nil end
   return value, raw

@@ -191,6 +191,8 @@ FOREIGN_VALUES: dict[str, Callable[[Any, str], object]] = {
     "text": lambda raw, where: raw.set(where, "many"),
     "negative": lambda raw, where: raw.set(where, "-5"),
     "decimal": lambda raw, where: raw.set(where, "1.5"),
+    "leading zero": lambda raw, where: raw.set(where, "007"),
+    "signed": lambda raw, where: raw.set(where, "+7"),
     "past the limit": lambda raw, where: raw.set(where, str(COUNTER_LIMIT + 1)),
     "huge": lambda raw, where: raw.set(where, "9" * 40),
 }
