@@ -26,9 +26,12 @@ from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
     ClusterError,
+    NoPermissionError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -138,7 +141,10 @@ class RedisStore:
         RedisConnectionError,  # MaxConnectionsError and BusyLoadingError among them
         RedisTimeoutError,
         ReadOnlyError,  # a replica promoted during a failover, for a moment
+        OutOfMemoryError,  # maxmemory reached with noeviction: writes refused
+        NoPermissionError,  # an ACL that does not grant the prefix or EVALSHA
         ClusterError,  # CLUSTERDOWN, MASTERDOWN
+        TryAgainError,  # a slot in migration, for a moment
         RedisClusterException,  # no node reachable, slot not covered
         OSError,
     )

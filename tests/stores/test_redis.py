@@ -402,3 +402,21 @@ async def test_an_increment_keyed_or_not_is_one_round_trip(
         monkeypatch.undo()
     assert len(sent) == 3, "one request each: no read before the write, no second script"
     assert evalsha_calls(own_server.port) - before == 3
+
+
+async def test_a_full_server_is_a_503_and_serves_again_once_it_has_room(
+    own_server: RedisServer, key: str, tmp_path: Path
+) -> None:
+    admin = redis.Redis(port=own_server.port)
+    settings = make_settings(redis_url=own_server.url, sqlite_path=tmp_path / "c.db")
+    try:
+        async for client in serve(settings):
+            assert (await client.post(f"/redis/{key}")).json()["counter"] == 1
+            admin.config_set("maxmemory", "1")  # noeviction, the default: writes are refused
+            full = await client.post(f"/redis/{key}")
+            assert full.status_code == 503
+            assert "store 'redis' is unavailable" in full.json()["error"]
+            admin.config_set("maxmemory", "0")
+            assert (await client.post(f"/redis/{key}")).json()["counter"] == 2
+    finally:
+        admin.close()
