@@ -177,7 +177,8 @@ class _ClusterNode(RedisServer):
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(self.workdir / "nodes.conf"),
             "--cluster-port", str(self.bus_port),
-            "--cluster-node-timeout", "5000",
+            # Long enough that a test stopping one node still finds the others serving.
+            "--cluster-node-timeout", "15000",
         ]  # fmt: skip
 
 

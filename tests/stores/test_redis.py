@@ -1,6 +1,7 @@
 """What only the Redis store does: its namespace, key layout, cluster mode and connections."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -350,6 +351,46 @@ async def test_a_first_moved_or_crossslot_switches_to_cluster_mode_without_count
         assert [await store.get(counter_id) for counter_id in ids] == [1] * 20
     finally:
         await store.close()
+
+
+def ids_by_node(cluster: RedisClusterServer) -> dict[int, str]:
+    """One counter id per node, by the node's port."""
+    client = redis.RedisCluster.from_url(cluster.url)
+    try:
+        ids: dict[int, str] = {}
+        while len(ids) < len(cluster.nodes):
+            candidate = f"test-{uuid.uuid4().hex}"
+            ids.setdefault(client.get_node_from_key(counter_key(PREFIX, candidate)).port, candidate)
+        return ids
+    finally:
+        client.close()
+
+
+async def test_a_node_down_is_a_503_for_its_counters_only_and_they_come_back(
+    servers: Servers, tmp_path: Path
+) -> None:
+    cluster = servers.dedicated(RedisClusterServer)
+    ids = ids_by_node(cluster)
+    down = cluster.nodes[-1]
+    settings = make_settings(
+        redis_url=cluster.url, sqlite_path=tmp_path / "c.db", store_timeout_seconds=1
+    )
+    try:
+        async for client in serve(settings):
+            for counter_id in ids.values():
+                assert (await client.post(f"/redis/{counter_id}")).status_code == 200
+            down.stop()
+            # Well within --cluster-node-timeout: the cluster as a whole is still "ok".
+            answers = {port: await client.post(f"/redis/{i}") for port, i in ids.items()}
+            assert answers.pop(down.port).status_code == 503
+            assert [answer.json()["counter"] for answer in answers.values()] == [2, 2]
+            down.start()
+            deadline = time.monotonic() + 15
+            while (back := await client.post(f"/redis/{ids[down.port]}")).status_code != 200:
+                assert time.monotonic() < deadline, back.text
+                await asyncio.sleep(0.2)
+    finally:
+        cluster.stop()
 
 
 # --- Connections and round trips -----------------------------------------------------------
