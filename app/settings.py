@@ -29,6 +29,12 @@ class Settings(BaseSettings):
 
     redis_url: SecretStr | None = None
     redis_max_connections: int = Field(default=64, ge=1)
+    # Braces would move the cluster hash tag into the prefix (see app/stores/redis.py).
+    redis_key_prefix: str = Field(
+        default="atomic-counter:", min_length=1, max_length=100, pattern=r"^[^{}]+$"
+    )
+    redis_cluster: bool | None = None
+    """None: ask the server at setup (`INFO cluster`), and switch on a first MOVED."""
 
     dynamodb_table: str | None = None
     dynamodb_endpoint_url: str | None = None

@@ -1,81 +1,351 @@
-"""Redis (and ElastiCache): INCRBY, or a Lua script when the increment is capped."""
+"""Redis and ElastiCache (cluster mode on or off, Serverless): every operation is one Lua script.
 
-from typing import ClassVar, Self, cast
+Key layout, with P = `REDIS_KEY_PREFIX` (default `atomic-counter:`, braces refused):
+
+    P{<tag>}                  the counter: a decimal integer, 0 <= value <= COUNTER_LIMIT
+    P{<tag>}:once:<token>     an idempotency record: "<capped 0|1>:<value>:<fingerprint>"
+    Ponce:{<token>}           the token's claim: the fingerprint of its first request
+
+<tag> is the id with `%`, `{` and `}` percent-encoded. It holds no brace, so the first
+`{...}` of every key is ours: a counter and all of its records hash to one cluster slot
+(one script may touch them together), and the encoding is reversible, so two ids never
+share a key. A record lives beside its counter; the claim, hashed by the token alone, is
+what finds a token reused for another id (whose records sit in another slot). Without
+cluster mode the claim is checked inside the same script; in cluster mode a first script
+sets it on the token's slot, and the second applies the increment and its record.
+Records and claims expire by Redis's own TTL. Keys outside P are never read or written.
+"""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Self
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.errors import CounterCapped
+from app.errors import CounterCapped, StoreUnavailable
 from app.settings import Settings
-from app.stores.base import Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
-# Runs atomically on the server. Returns {1, new_value} or {0, current_value}:
-# a status flag the caller branches on, never a message to match.
-_CAPPED_INCREMENT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local by = tonumber(ARGV[1])
-if current + by > tonumber(ARGV[2]) then
-  return {0, current}
+Client = aioredis.Redis | RedisCluster
+
+# Shared by every script. `read` answers nil for a value that is not one of our counters
+# (another type, or not an integer in range): the script then returns status -1. Lua
+# numbers are doubles, exact up to 2**53: stored values and caps stay <= COUNTER_LIMIT,
+# `cap - by` is compared instead of `current + by`, INCRBY takes `by` as the caller's
+# string, and numbers become strings through "%d", never Lua's 14-digit tostring.
+_PRELUDE = f"""
+local LIMIT = {COUNTER_LIMIT}
+local function read(key)
+  local raw = redis.pcall('GET', key)
+  if raw == false then return 0, '0' end
+  -- Only what INCRBY itself wrote: digits, no sign, no leading zero (INCRBY refuses "07").
+  if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^[1-9]%d*$') then
+    if raw ~= '0' then return nil end
+  end
+  local value = tonumber(raw)
+  if value > LIMIT then return nil end
+  return value, raw
 end
-return {1, redis.call('INCRBY', KEYS[1], by)}
+local function increment(key, by, cap)
+  local current, raw = read(key)
+  if current == nil then return {{-1}} end
+  if current > cap - tonumber(by) then return {{0, raw}} end
+  return {{1, string.format('%d', redis.call('INCRBY', key, by))}}
+end
 """
+
+# KEYS: counter. ARGV: by, cap. Returns {1, new value} or {0, current value} (capped).
+_INCREMENT = _PRELUDE + "return increment(KEYS[1], ARGV[1], tonumber(ARGV[2]))"
+
+# KEYS: counter. Returns {1, value}.
+_GET = (
+    _PRELUDE
+    + """
+local value, raw = read(KEYS[1])
+if value == nil then return {-1} end
+return {1, raw}
+"""
+)
+
+# KEYS: counter, record[, claim]. ARGV: by, cap, fingerprint, ttl in ms.
+# Returns increment's answer, {2, record} (replayed) or {3, fingerprint} (claimed by another).
+_INCREMENT_ONCE = (
+    _PRELUDE
+    + """
+local record = redis.pcall('GET', KEYS[2])
+if type(record) == 'table' then return {-1} end
+if record then return {2, record} end
+if KEYS[3] then
+  local claimed = redis.pcall('GET', KEYS[3])
+  if type(claimed) == 'table' then return {-1} end
+  if claimed and claimed ~= ARGV[3] then return {3, claimed} end
+end
+local answer = increment(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+if answer[1] < 0 then return answer end
+redis.call('SET', KEYS[2], (1 - answer[1]) .. ':' .. answer[2] .. ':' .. ARGV[3], 'PX', ARGV[4])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
+return answer
+"""
+)
+
+# Cluster mode, before _INCREMENT_ONCE. KEYS: claim. ARGV: fingerprint, ttl in ms.
+# Returns {1, fingerprint} (ours, now or before) or {3, fingerprint} (another request's).
+_CLAIM = """
+local claimed = redis.pcall('GET', KEYS[1])
+if type(claimed) == 'table' then return {-1} end
+if claimed == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, ARGV[1]}
+end
+if claimed == ARGV[1] then return {1, claimed} end
+return {3, claimed}
+"""
+
+_STORED, _CAPPED, _REPLAYED, _CLAIMED_BY_ANOTHER = 1, 0, 2, 3
+
+
+def counter_key(prefix: str, key: str) -> str:
+    """The Redis key of counter `key`: its hash tag is the whole (escaped) id."""
+    tag = key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"{prefix}{{{tag}}}"
+
+
+def record_key(prefix: str, key: str, token: str) -> str:
+    """Where the outcome of `token` on counter `key` is recorded, in the counter's slot."""
+    return f"{counter_key(prefix, key)}:once:{token}"
+
+
+def claim_key(prefix: str, token: str) -> str:
+    """The fingerprint of the first request that used `token`, in the token's own slot."""
+    return f"{prefix}once:{{{token}}}"
 
 
 class RedisStore:
     name: ClassVar[str] = "redis"
     enabled_by: ClassVar[str] = "REDIS_URL"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (
-        RedisConnectionError,
+        RedisConnectionError,  # MaxConnectionsError and BusyLoadingError among them
         RedisTimeoutError,
+        ReadOnlyError,  # a replica promoted during a failover, for a moment
+        OutOfMemoryError,  # maxmemory reached with noeviction: writes refused
+        NoPermissionError,  # an ACL that does not grant the prefix or EVALSHA
+        ClusterError,  # CLUSTERDOWN, MASTERDOWN
+        TryAgainError,  # a slot in migration, for a moment
+        RedisClusterException,  # no node reachable, slot not covered
         OSError,
     )
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        prefix: str = "atomic-counter:",
+        max_in_flight: int = 64,
+        connect_cluster: Callable[[], RedisCluster] | None = None,
+    ) -> None:
+        """Use `client`; with `connect_cluster`, switch to its client if the server is a cluster."""
+        self._prefix = prefix
+        self._connect_cluster = connect_cluster
+        self._retired: list[Client] = []
+        self._switch_lock = asyncio.Lock()
+        # redis-py's cluster client raises MaxConnectionsError when a node's connections
+        # are all busy, where the standalone BlockingConnectionPool waits: this makes
+        # every request wait its turn on both (a call holds one connection at a time).
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._use(client)
+
+    def _use(self, client: Client) -> None:
         self._client = client
-        # register_script sends EVALSHA and reloads the script itself after a
-        # SCRIPT FLUSH or a failover to a replica that never saw it.
-        self._capped_increment = client.register_script(_CAPPED_INCREMENT)
+        # register_script sends EVALSHA and reloads the script itself after a SCRIPT FLUSH,
+        # a failover to a replica that never saw it, or on a cluster node that did not.
+        self._increment = client.register_script(_INCREMENT)
+        self._get = client.register_script(_GET)
+        self._increment_once = client.register_script(_INCREMENT_ONCE)
+        self._claim = client.register_script(_CLAIM)
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the store talks to the server as a Redis Cluster."""
+        return isinstance(self._client, RedisCluster)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
         if settings.redis_url is None:
             return None
+        url = settings.redis_url.get_secret_value()
+        timeouts: dict[str, Any] = {
+            "socket_connect_timeout": settings.store_timeout_seconds,
+            "socket_timeout": settings.store_timeout_seconds,
+            "health_check_interval": 30,
+        }
+
+        def connect_cluster() -> RedisCluster:
+            return RedisCluster.from_url(
+                url, max_connections=settings.redis_max_connections, **timeouts
+            )
+
+        prefix, max_in_flight = settings.redis_key_prefix, settings.redis_max_connections
+        if settings.redis_cluster:
+            return cls(connect_cluster(), prefix=prefix, max_in_flight=max_in_flight)
         # The default async pool raises MaxConnectionsError when every connection
         # is busy; the blocking pool makes the request wait for one instead.
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url.get_secret_value(),
+            url,
             max_connections=settings.redis_max_connections,
             timeout=settings.store_timeout_seconds,
-            socket_connect_timeout=settings.store_timeout_seconds,
-            socket_timeout=settings.store_timeout_seconds,
-            health_check_interval=30,
+            **timeouts,
         )
-        return cls(aioredis.Redis(connection_pool=pool))
+        detect = connect_cluster if settings.redis_cluster is None else None
+        return cls(
+            aioredis.Redis(connection_pool=pool),
+            prefix=prefix,
+            max_in_flight=max_in_flight,
+            connect_cluster=detect,
+        )
 
     async def setup(self) -> None:
-        return None
+        """Find out whether the server is a cluster, unless that is settled, and connect."""
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()
+            return
+        if self._connect_cluster is None:
+            return
+        try:
+            info = await self._client.info("cluster")
+        except ResponseError:  # INFO refused (an ACL, a managed service): a MOVED will tell
+            return
+        if info.get("cluster_enabled"):
+            await self._switch_to_cluster()
+            await _close(self._retired.pop())  # nothing else has used it yet
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        if cap is None:
-            return int(await self._client.incrby(key, by))
-        stored, value = cast(list[int], await self._capped_increment(keys=[key], args=[by, cap]))
-        if not stored:
-            raise CounterCapped(current=int(value), cap=cap)
-        return int(value)
+        limit = COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+        answer = await self._run(
+            lambda: self._increment(keys=[self._counter(key)], args=[by, limit])
+        )
+        if self._status(answer) == _CAPPED:
+            raise CounterCapped(current=int(answer[1]), cap=limit)
+        return int(answer[1])
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+        limit = COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+        ttl_ms = once.ttl_seconds * 1000
+        keys = [self._counter(key), record_key(self._prefix, key, once.token)]
+        claim = claim_key(self._prefix, once.token)
+
+        async def run() -> Sequence[Any]:
+            if not self.cluster:
+                return await self._increment_once(  # type: ignore[no-any-return]
+                    keys=[*keys, claim], args=[by, limit, once.fingerprint, ttl_ms]
+                )
+            claimed = await self._claim(keys=[claim], args=[once.fingerprint, ttl_ms])
+            if self._status(claimed) != _STORED:
+                return claimed  # type: ignore[no-any-return]
+            return await self._increment_once(  # type: ignore[no-any-return]
+                keys=keys, args=[by, limit, once.fingerprint, ttl_ms]
+            )
+
+        answer = await self._run(run)
+        status = self._status(answer)
+        if status == _REPLAYED:
+            return self._parse_record(answer[1])
+        if status == _CLAIMED_BY_ANOTHER:
+            # Only the fingerprint matters here: the caller refuses the request (422).
+            return Recorded(value=0, capped=False, fingerprint=_text(answer[1]), replayed=True)
+        return Recorded(
+            value=int(answer[1]),
+            capped=status == _CAPPED,
+            fingerprint=once.fingerprint,
+            replayed=False,
+        )
 
     async def purge_expired(self) -> None:
-        return None
+        return None  # records carry a TTL: Redis expires them itself
 
     async def get(self, key: str) -> int:
-        value = await self._client.get(key)
-        return 0 if value is None else int(value)
+        answer = await self._run(lambda: self._get(keys=[self._counter(key)]))
+        self._status(answer)
+        return int(answer[1])
 
     async def ping(self) -> None:
         await self._client.ping()
 
     async def close(self) -> None:
-        await self._client.aclose()
+        for client in (*self._retired, self._client):
+            await _close(client)
+
+    def _counter(self, key: str) -> str:
+        return counter_key(self._prefix, key)
+
+    async def _run(self, call: Callable[[], Any]) -> Sequence[Any]:
+        """Run one script call; on a first MOVED or CROSSSLOT, switch to cluster mode and retry."""
+        async with self._in_flight:
+            try:
+                return await call()  # type: ignore[no-any-return]
+            except (AskError, ClusterCrossSlotError) as exc:  # MOVED is an AskError
+                if self._connect_cluster is None:
+                    reason = f"the server is a Redis Cluster ({exc.status_code})"
+                    raise StoreUnavailable(self.name, f"{reason}: set REDIS_CLUSTER=true") from None
+            # Both are answered before anything runs: sending it again cannot count twice.
+            await self._switch_to_cluster()
+            return await call()  # type: ignore[no-any-return]
+
+    async def _switch_to_cluster(self) -> None:
+        async with self._switch_lock:
+            if self.cluster or self._connect_cluster is None:
+                return
+            cluster = self._connect_cluster()
+            # Before any traffic: redis-py 8.1 initialises lazily on the first command and
+            # then closes its start-up node's connections, under the commands already
+            # using them (AttributeError on a None writer, seen with 64 first calls at once).
+            await cluster.initialize()
+            # Calls in flight on the standalone client finish there; it closes with the store.
+            self._retired.append(self._client)
+            self._use(cluster)
+
+    def _status(self, answer: Sequence[Any]) -> int:
+        status = int(answer[0])
+        if status < 0:
+            raise self._foreign()
+        return status
+
+    def _parse_record(self, raw: bytes | str) -> Recorded:
+        try:
+            capped, value, fingerprint = _text(raw).split(":", 2)
+            return Recorded(
+                value=int(value), capped=capped == "1", fingerprint=fingerprint, replayed=True
+            )
+        except ValueError:  # UnicodeDecodeError among them: someone else wrote this key
+            raise self._foreign() from None
+
+    def _foreign(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            self.name, f"a key under the prefix {self._prefix!r} holds a value that is no counter"
+        )
+
+
+async def _close(client: Client) -> None:
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+    else:
+        # A client built on a pool it was handed leaves that pool's sockets open.
+        await client.aclose(close_connection_pool=True)
+
+
+def _text(reply: bytes | str) -> str:
+    # Bytes unless the URL asks for decode_responses=True.
+    return reply.decode() if isinstance(reply, bytes) else reply

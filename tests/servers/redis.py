@@ -1,12 +1,15 @@
 """Debian's redis-server, throwaway: no persistence, loopback only."""
 
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
 
 import redis
 
-from tests.servers.base import LocalServer
+from tests.servers.base import LocalServer, ServerUnavailable, free_port
 from tests.servers.tls import TlsFiles
 
 
@@ -84,3 +87,106 @@ class RedisTlsServer(TlsFiles, RedisServer):
             return False
         finally:
             client.close()
+
+
+class RedisClusterServer(LocalServer):
+    """Three masters on loopback, no replicas: the smallest cluster that spreads slots.
+
+    One `LocalServer` per node; `start()` also joins them once with `redis-cli --cluster
+    create`, and the cluster is ready when every node reports `cluster_state:ok`.
+    """
+
+    name: ClassVar[str] = "redis-cluster"
+    preferred_port: ClassVar[int] = 16390
+    program: ClassVar[str] = "redis-server"
+    nodes_count: ClassVar[int] = 3
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.nodes = [
+            _ClusterNode(workdir / f"node-{i}", self.port if i == 0 else free_port(0))
+            for i in range(self.nodes_count)
+        ]
+        self._created = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def settings(self) -> dict[str, object]:
+        return {"redis_url": self.url}
+
+    def missing(self) -> str | None:
+        if shutil.which("redis-cli") is None:
+            return "redis-cli is not installed (run `make test`, which installs it)"
+        return super().missing()
+
+    def start(self) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            if not self._created:
+                self._create()
+                self._created = True
+            self._wait_until_ok()
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    @property
+    def running(self) -> bool:
+        return all(node.running for node in self.nodes)
+
+    def _create(self) -> None:
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        command = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+        command += ["--cluster-yes"]  # no "type yes" prompt
+        created = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if created.returncode != 0:
+            raise ServerUnavailable(f"redis-cli --cluster create failed: {created.stdout[-500:]}")
+
+    def _wait_until_ok(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if all(_cluster_ok(port) for port in self.ports):
+                return
+            time.sleep(0.1)
+        raise ServerUnavailable(f"{self.name} not ok after {self.start_timeout:g}s")
+
+
+class _ClusterNode(RedisServer):
+    name: ClassVar[str] = "redis-cluster-node"
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        super().__init__(workdir)
+        self.port = port
+        # The cluster bus port, fixed here: the default (port + 10000) may be taken.
+        self.bus_port = free_port(0)
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.workdir / "nodes.conf"),
+            "--cluster-port", str(self.bus_port),
+            # Long enough that a test stopping one node still finds the others serving.
+            "--cluster-node-timeout", "15000",
+        ]  # fmt: skip
+
+
+def _cluster_ok(port: int) -> bool:
+    client = redis.Redis(port=port, socket_timeout=0.5)
+    try:
+        return bool(client.cluster("info")["cluster_state"] == "ok")
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
