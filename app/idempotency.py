@@ -81,7 +81,9 @@ class Idempotency:
             outcome = "key_reused"
             raise
         finally:
-            self._metrics.idempotency.labels(store, outcome).inc()
+            # Only enabled stores get a series: a URL must not mint metrics.
+            if store in self._counters.enabled:
+                self._metrics.idempotency.labels(store, outcome).inc()
 
     def _refuse_reuse(self, once: Once) -> None:
         seen = self._remembered.get(once.token)

@@ -355,6 +355,14 @@ async def test_metrics_count_idempotent_outcomes(memory: httpx.AsyncClient) -> N
         assert line in text
 
 
+async def test_a_key_for_an_unknown_store_is_404_and_mints_no_metric(
+    memory: httpx.AsyncClient,
+) -> None:
+    answer = await memory.post("/nosuch/x", headers=keyed())
+    assert answer.status_code == 404
+    assert "nosuch" not in (await memory.get("/metrics")).text
+
+
 async def test_openapi_documents_the_header_and_its_answers(memory: httpx.AsyncClient) -> None:
     spec = (await memory.get("/openapi.json")).json()
     post = spec["paths"]["/{store}/{id}"]["post"]

@@ -87,6 +87,24 @@ async def test_each_api_key_has_its_own_bucket(limited: httpx.AsyncClient) -> No
 
 
 @pytest.mark.sqlite
+async def test_refused_keys_are_never_counted_against_anyone(tmp_path: Path) -> None:
+    settings = make_settings(
+        sqlite_path=tmp_path / "c.db",
+        api_keys="key-one",
+        rate_limit_per_second=1,
+        rate_limit_burst=1,
+        quota_per_day=1,
+        quota_store="sqlite",
+    )
+    async for client in serve(settings):
+        for n in range(20):
+            answer = await client.post("/sqlite/x", headers={"x-api-key": f"guess-{n}"})
+            assert answer.status_code == 401, "authentication comes before any limit"
+        assert (await client.post("/sqlite/x", headers=KEYS["one"])).status_code == 200
+        assert "usage_rejections_total{" not in (await client.get("/metrics")).text
+
+
+@pytest.mark.sqlite
 async def test_no_limit_unless_configured(tmp_path: Path) -> None:
     async for client in serve(make_settings(sqlite_path=tmp_path / "c.db")):
         answers = await asyncio.gather(*(client.post("/sqlite/free") for _ in range(100)))
