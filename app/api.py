@@ -91,20 +91,17 @@ async def require_api_key(
         raise Unauthorized()
 
 
-async def get_caller(
-    settings: SettingsDep, api_key: Annotated[str | None, Depends(_api_key_header)]
-) -> str:
-    """The authenticated caller's key id (never the key): scopes idempotency keys and limits."""
-    return caller_id(api_key, auth_enabled=bool(settings.api_keys))
+def _caller(request: Request, settings: Settings) -> str:
+    # Only after require_api_key accepted the request; computed only where it is needed,
+    # so unkeyed requests without a usage plan pay nothing for it.
+    return caller_id(request.headers.get("x-api-key"), auth_enabled=bool(settings.api_keys))
 
 
-CallerDep = Annotated[str, Depends(get_caller)]
-
-
-async def enforce_usage_plan(request: Request, caller: CallerDep) -> None:
+async def enforce_usage_plan(request: Request, settings: SettingsDep) -> None:
     """Refuse the request with 429 once the caller's rate limit or daily quota is used up."""
     plan: UsagePlan = request.app.state.usage
-    await plan.admit(caller)
+    if plan.enabled:
+        await plan.admit(_caller(request, settings))
 
 
 _errors: dict[int | str, dict[str, object]] = {
@@ -173,7 +170,7 @@ async def increment(
     counters: CountersDep,
     settings: SettingsDep,
     keyed: IdempotencyDep,
-    caller: CallerDep,
+    request: Request,
     by: Annotated[int, Query(ge=1, le=MAX_STEP, description="Step to add.")] = 1,
     max: Annotated[
         int | None, Query(ge=1, description="Cap for this call; makes it a conditional write.")
@@ -202,7 +199,9 @@ async def increment(
         return CounterBody(
             store=store, id=id, counter=value, use_conditional_writes=cap is not None
         )
-    recorded = await keyed.increment(store, id, by, cap, caller, idempotency_key)
+    recorded = await keyed.increment(
+        store, id, by, cap, _caller(request, settings), idempotency_key
+    )
     headers = {idempotency.REPLAYED_HEADER: "true"} if recorded.replayed else None
     if recorded.capped:
         assert cap is not None  # only a capped request can be recorded as capped

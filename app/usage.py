@@ -164,6 +164,10 @@ class UsagePlan:
             quota = DailyQuota(counters, settings.quota_store, settings.quota_per_day)
         return cls(rate, quota, metrics)
 
+    @property
+    def enabled(self) -> bool:
+        return self._rate is not None or self._quota is not None
+
     async def admit(self, caller: str) -> None:
         """Let `caller`'s request through, or raise `UsageLimited` (429) before it does anything."""
         try:
