@@ -16,6 +16,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.errors import RequestInFlight
 from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES
@@ -295,6 +296,34 @@ async def test_a_write_that_landed_after_its_503_is_replayed_on_retry(
         assert retry.headers["Idempotent-Replayed"] == "true"
         assert retry.json()["counter"] == 5
         assert (await client.get("/memory/x")).json()["counter"] == 5
+
+
+async def test_a_recorded_409_is_replayed_as_409_on_the_memory_store(
+    memory: httpx.AsyncClient,
+) -> None:
+    headers = keyed()
+    await memory.post("/memory/c")
+    capped = await memory.post("/memory/c", params={"max": 1}, headers=headers)
+    assert (capped.status_code, capped.json()["counter"]) == (409, 1)
+    await memory.post("/memory/c")
+    replay = await memory.post("/memory/c", params={"max": 1}, headers=headers)
+    assert replay.status_code == 409
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == capped.json()
+
+
+async def test_a_store_that_sees_the_first_copy_in_flight_answers_409(
+    memory: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def pending(*args: object) -> None:
+        raise RequestInFlight()  # as Momento does while another task holds the record
+
+    monkeypatch.setattr(MemoryStore, "increment_once", pending)
+    answer = await memory.post("/memory/x", headers=keyed())
+    assert answer.status_code == 409
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.json() == {"error": str(RequestInFlight())}
+    assert (await memory.get("/memory/x")).json()["counter"] == 0
 
 
 @pytest.mark.parametrize(
