@@ -34,6 +34,7 @@ from app.schemas import (
     ValidationErrorBody,
 )
 from app.settings import Settings
+from app.stores.base import COUNTER_LIMIT
 from app.usage import UsageLimited, UsagePlan
 
 MAX_STEP = 1_000_000
@@ -204,8 +205,9 @@ async def increment(
     )
     headers = {idempotency.REPLAYED_HEADER: "true"} if recorded.replayed else None
     if recorded.capped:
-        assert cap is not None  # only a capped request can be recorded as capped
-        return _capped(store, id, CounterCapped(current=recorded.value, cap=cap), headers)
+        # Without a cap, only the counter range (COUNTER_LIMIT) refuses an increment.
+        refused = CounterCapped(current=recorded.value, cap=COUNTER_LIMIT if cap is None else cap)
+        return _capped(store, id, refused, headers, conditional=cap is not None)
     body = CounterBody(
         store=store, id=id, counter=recorded.value, use_conditional_writes=cap is not None
     )
@@ -292,10 +294,14 @@ async def _counter_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _capped(
-    store: str, id: str, exc: CounterCapped, headers: dict[str, str] | None = None
+    store: str,
+    id: str,
+    exc: CounterCapped,
+    headers: dict[str, str] | None = None,
+    conditional: bool = True,
 ) -> JSONResponse:
     body = CappedBody(
-        error=str(exc), store=store, id=id, counter=exc.current, use_conditional_writes=True
+        error=str(exc), store=store, id=id, counter=exc.current, use_conditional_writes=conditional
     )
     return JSONResponse(body.model_dump(by_alias=True), status_code=409, headers=headers)
 

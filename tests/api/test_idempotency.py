@@ -20,6 +20,7 @@ from app.errors import RequestInFlight
 from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES
+from app.stores.base import COUNTER_LIMIT
 from tests.api.memory_store import MemoryStore
 from tests.backends import Backend
 from tests.conftest import Servers, backend_params, make_settings, serve
@@ -326,6 +327,30 @@ async def test_a_recorded_409_is_replayed_as_409_on_the_memory_store(
     assert replay.status_code == 409
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == capped.json()
+
+
+async def test_a_keyed_increment_past_the_counter_limit_is_409_not_500(tmp_path: Path) -> None:
+    app = create_app(
+        make_settings(sqlite_path=tmp_path / "c.db"),
+        store_types={**STORE_TYPES, "memory": MemoryStore},
+    )
+    async with LifespanManager(app) as manager:
+        app.state.counters._stores["memory"].values["full"] = COUNTER_LIMIT
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as http:
+            headers = keyed()
+            refused = await http.post("/memory/full", headers=headers)
+            assert refused.status_code == 409
+            assert refused.json() == {
+                "error": f"Counter has reached its maximum value of: {COUNTER_LIMIT}",
+                "store": "memory",
+                "id": "full",
+                "counter": COUNTER_LIMIT,
+                "useConditionalWrites": False,
+            }
+            replay = await http.post("/memory/full", headers=headers)
+            assert replay.headers["Idempotent-Replayed"] == "true"
+            assert replay.json() == refused.json()
 
 
 async def test_a_store_that_sees_the_first_copy_in_flight_answers_409(
