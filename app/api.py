@@ -3,21 +3,26 @@
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
+from app import idempotency
+from app.callers import caller_id
 from app.counters import Counters
 from app.errors import (
     CounterCapped,
     CounterError,
+    IdempotencyKeyReused,
+    RequestInFlight,
     StoreNotConfigured,
     StoreUnavailable,
     UnknownStore,
 )
+from app.idempotency import Idempotency
 from app.metrics import Metrics
 from app.schemas import (
     CappedBody,
@@ -25,9 +30,12 @@ from app.schemas import (
     ErrorBody,
     ReadinessBody,
     UnreadyBody,
+    UsageLimitBody,
     ValidationErrorBody,
 )
 from app.settings import Settings
+from app.stores.base import COUNTER_LIMIT
+from app.usage import UsageLimited, UsagePlan
 
 MAX_STEP = 1_000_000
 ID_RULE = "id must be 1 to 255 characters with no control characters"
@@ -50,8 +58,14 @@ async def get_counters(request: Request) -> Counters:
     return counters
 
 
+async def get_idempotency(request: Request) -> Idempotency:
+    keyed: Idempotency = request.app.state.idempotency
+    return keyed
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CountersDep = Annotated[Counters, Depends(get_counters)]
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 StoreName = Annotated[
     str, Path(description="Datastore: sqlite, redis, dynamo, docdb, tidb, momento.")
 ]
@@ -78,32 +92,101 @@ async def require_api_key(
         raise Unauthorized()
 
 
+def _caller(request: Request, settings: Settings) -> str:
+    # Only after require_api_key accepted the request; computed only where it is needed,
+    # so unkeyed requests without a usage plan pay nothing for it.
+    return caller_id(request.headers.get("x-api-key"), auth_enabled=bool(settings.api_keys))
+
+
+async def enforce_usage_plan(request: Request, settings: SettingsDep) -> None:
+    """Refuse the request with 429 once the caller's rate limit or daily quota is used up."""
+    plan: UsagePlan = request.app.state.usage
+    if plan.enabled:
+        await plan.admit(_caller(request, settings))
+
+
 _errors: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "API_KEYS is set and x-api-key does not match."},
     404: {"model": ErrorBody, "description": "Unknown store, or a store that is not configured."},
-    422: {"model": ValidationErrorBody, "description": "Invalid id, by or max."},
-    503: {"model": ErrorBody, "description": "The store is down or did not answer in time."},
+    422: {"model": ValidationErrorBody, "description": "Invalid id, by, max or Idempotency-Key."},
+    429: {
+        "model": UsageLimitBody,
+        "description": "RATE_LIMIT_PER_SECOND or QUOTA_PER_DAY is used up for this API key; "
+        "nothing was done.",
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
+            "RateLimit-Policy": {"description": "IETF draft: the exceeded limit.", "schema": {}},
+            "RateLimit": {"description": "IETF draft: r=0 and t=Retry-After.", "schema": {}},
+        },
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "The store (or the QUOTA_STORE) is down or did not answer in time. "
+        "A POST may have been applied: retry it with the same Idempotency-Key.",
+    },
 }
 
-counters_router = APIRouter(dependencies=[Depends(require_api_key)], responses=_errors)
+_REPLAYED = {
+    idempotency.REPLAYED_HEADER: {
+        "description": "`true` when this answer is the recorded one of an earlier request "
+        "with the same Idempotency-Key; the counter was not touched.",
+        "schema": {"type": "boolean"},
+    }
+}
+
+counters_router = APIRouter(
+    dependencies=[Depends(require_api_key), Depends(enforce_usage_plan)], responses=_errors
+)
 probes_router = APIRouter()
 
 
 @counters_router.post(
     "/{store}/{id}",
     response_model=CounterBody,
-    responses={409: {"model": CappedBody, "description": "The cap would be passed."}},
+    responses={
+        200: {"headers": _REPLAYED},
+        409: {
+            "model": CappedBody,
+            "description": "The cap would be passed; nothing was written (`counter` is the "
+            "current value). Also, with an `error` only and `Retry-After: 1`: a request with "
+            "the same Idempotency-Key is still in flight.",
+            "headers": {
+                **_REPLAYED,
+                "Retry-After": {
+                    "description": "Only when the same Idempotency-Key is in flight.",
+                    "schema": {"type": "integer"},
+                },
+            },
+        },
+        422: {
+            "model": ValidationErrorBody,
+            "description": "Invalid id, by, max or Idempotency-Key; or (with an `error` only) "
+            "the Idempotency-Key was first used for a different request.",
+        },
+    },
 )
 async def increment(
     store: StoreName,
     id: CounterId,
     counters: CountersDep,
     settings: SettingsDep,
+    keyed: IdempotencyDep,
+    request: Request,
     by: Annotated[int, Query(ge=1, le=MAX_STEP, description="Step to add.")] = 1,
     max: Annotated[
         int | None, Query(ge=1, description="Cap for this call; makes it a conditional write.")
     ] = None,
-) -> CounterBody:
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            pattern=idempotency.KEY_PATTERN,
+            description="Makes a retry safe: the first request with this key is applied "
+            "and its answer recorded; a repeat within IDEMPOTENCY_TTL_SECONDS gets that "
+            "answer back (with `Idempotent-Replayed: true`) and changes nothing.",
+        ),
+    ] = None,
+) -> CounterBody | JSONResponse:
     """Increment counter `id` on `store` and return the value this call produced."""
     cap = (
         max
@@ -112,8 +195,23 @@ async def increment(
         if settings.use_conditional_writes
         else None
     )
-    value = await counters.increment(store, id, by=by, cap=cap)
-    return CounterBody(store=store, id=id, counter=value, use_conditional_writes=cap is not None)
+    if idempotency_key is None:
+        value = await counters.increment(store, id, by=by, cap=cap)
+        return CounterBody(
+            store=store, id=id, counter=value, use_conditional_writes=cap is not None
+        )
+    recorded = await keyed.increment(
+        store, id, by, cap, _caller(request, settings), idempotency_key
+    )
+    headers = {idempotency.REPLAYED_HEADER: "true"} if recorded.replayed else None
+    if recorded.capped:
+        # Without a cap, only the counter range (COUNTER_LIMIT) refuses an increment.
+        refused = CounterCapped(current=recorded.value, cap=COUNTER_LIMIT if cap is None else cap)
+        return _capped(store, id, refused, headers, conditional=cap is not None)
+    body = CounterBody(
+        store=store, id=id, counter=recorded.value, use_conditional_writes=cap is not None
+    )
+    return JSONResponse(body.model_dump(by_alias=True), headers=headers)
 
 
 @counters_router.get("/{store}/{id}", response_model=CounterBody)
@@ -164,6 +262,9 @@ _STATUS: dict[type[CounterError], int] = {
     UnknownStore: 404,
     StoreNotConfigured: 404,
     CounterCapped: 409,
+    RequestInFlight: 409,
+    IdempotencyKeyReused: 422,
+    UsageLimited: 429,
     StoreUnavailable: 503,
 }
 
@@ -171,22 +272,38 @@ _RULES = {
     "id": ID_RULE,
     "by": f"by must be an integer from 1 to {MAX_STEP}",
     "max": "max must be a positive integer",
+    idempotency.HEADER: idempotency.KEY_RULE,
 }
 
 
 async def _counter_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CounterError)
     status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
-    body: dict[str, object] = {"error": str(exc)}
     if isinstance(exc, CounterCapped):
-        body |= CounterBody(
-            store=request.path_params["store"],
-            id=request.path_params["id"],
-            counter=exc.current,
-            use_conditional_writes=True,
-        ).model_dump(by_alias=True)
-    headers = {"www-authenticate": "ApiKey"} if status == 401 else None
+        return _capped(request.path_params["store"], request.path_params["id"], exc)
+    body: dict[str, object] = {"error": str(exc)}
+    headers: dict[str, str] | None = None
+    if status == 401:
+        headers = {"www-authenticate": "ApiKey"}
+    elif isinstance(exc, RequestInFlight):
+        headers = {"retry-after": str(idempotency.IN_FLIGHT_RETRY_AFTER)}
+    elif isinstance(exc, UsageLimited):
+        body["limit"] = exc.limit
+        headers = exc.headers
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _capped(
+    store: str,
+    id: str,
+    exc: CounterCapped,
+    headers: dict[str, str] | None = None,
+    conditional: bool = True,
+) -> JSONResponse:
+    body = CappedBody(
+        error=str(exc), store=store, id=id, counter=exc.current, use_conditional_writes=conditional
+    )
+    return JSONResponse(body.model_dump(by_alias=True), status_code=409, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

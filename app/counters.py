@@ -1,15 +1,24 @@
 """The one caller of every store: timeouts, error translation, metrics and logs live here."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from app.errors import CounterCapped, StoreNotConfigured, StoreUnavailable, UnknownStore
+from app.errors import (
+    CounterCapped,
+    IdempotencyKeyReused,
+    RequestInFlight,
+    StoreNotConfigured,
+    StoreUnavailable,
+    UnknownStore,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
+from app.stores.base import Once, Recorded
 
 log = logging.getLogger("atomic_counter")
 
@@ -107,6 +116,55 @@ class Counters:
                 },
             )
 
+    async def increment_once(
+        self, store: str, key: str, by: int, cap: int | None, once: Once
+    ) -> Recorded:
+        """`increment`, applied and recorded once under `once`; a repeat returns the record.
+
+        Never batched with other increments. Raises `IdempotencyKeyReused` when the token
+        was recorded for a different request.
+        """
+        self._store(store)
+        started = time.perf_counter()
+        outcome = "error"
+        value: int | None = None
+        try:
+            recorded = await self._call(
+                store, "increment_once", lambda s: s.increment_once(key, by, cap, once)
+            )
+            if recorded.fingerprint != once.fingerprint:
+                outcome = "key_reused"
+                raise IdempotencyKeyReused()
+            value = recorded.value
+            outcome = "capped" if recorded.capped else "ok"
+            if recorded.replayed:
+                outcome = f"replayed_{outcome}"
+            return recorded
+        except RequestInFlight:
+            outcome = "in_flight"
+            raise
+        finally:
+            log.info(
+                "increment",
+                extra={
+                    "store": store,
+                    "id": key,
+                    "counter": value,
+                    "by": by,
+                    "max": cap,
+                    "outcome": outcome,
+                    "idempotent": True,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+    async def purge_expired(self) -> None:
+        """Delete expired idempotency records on every enabled store; one down skips its turn."""
+        for name in self._stores:
+            # `_call` logged the outage; the next round catches up.
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(name, "purge_expired", lambda s: s.purge_expired())
+
     async def get(self, store: str, key: str) -> int:
         """Return the current value of `key` on `store`."""
         return await self._call(store, "get", lambda s: s.get(key))
@@ -152,6 +210,9 @@ class Counters:
             return result
         except CounterCapped:
             outcome = "capped"
+            raise
+        except RequestInFlight:
+            outcome = "in_flight"
             raise
         except unavailable as exc:
             error = self._as_unavailable(name, exc)

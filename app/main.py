@@ -1,5 +1,7 @@
 """The ASGI application: `uvicorn app.main:app`, or `create_app(settings)` in tests."""
 
+import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -11,10 +13,12 @@ from fastapi import FastAPI
 
 from app import __version__, api
 from app.counters import Counters
+from app.idempotency import Idempotency, purge_periodically
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.settings import Settings, SettingsError, load_settings
 from app.stores import STORE_TYPES, CounterStore
+from app.usage import UsagePlan
 
 log = logging.getLogger("atomic_counter")
 
@@ -42,14 +46,26 @@ def create_app(
             log.warning("API_KEYS is not set: counter routes accept requests without a key")
         metrics = Metrics()
         counters = Counters.from_settings(active, metrics, store_types)
+        try:
+            app.state.usage = UsagePlan.from_settings(active, counters, metrics)
+        except SettingsError as exc:
+            print(f"atomic-counter: {exc}", file=sys.stderr)
+            raise
+        app.state.idempotency = Idempotency(counters, metrics, active.idempotency_ttl_seconds)
         app.state.settings = active
         app.state.metrics = metrics
         app.state.counters = counters
         await counters.start()
+        purge = asyncio.create_task(
+            purge_periodically(counters, active.idempotency_purge_interval_seconds)
+        )
         log.info("started", extra={"stores": counters.enabled, "version": __version__})
         try:
             yield
         finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
             await counters.close()
 
     app = FastAPI(

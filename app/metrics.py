@@ -25,3 +25,16 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.idempotency = Counter(
+            "atomic_counter_idempotent_requests",
+            "Requests with an Idempotency-Key by store and outcome "
+            "(applied, replayed, in_flight, key_reused, error).",
+            ["store", "outcome"],
+            registry=self.registry,
+        )
+        self.usage_rejections = Counter(
+            "atomic_counter_usage_rejections",
+            "Requests refused with 429 by API key id (never the key) and limit (rate, quota).",
+            ["key_id", "limit"],
+            registry=self.registry,
+        )

@@ -1,5 +1,7 @@
 """Response bodies, as documented in the OpenAPI schema."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,6 +20,12 @@ class ErrorBody(BaseModel):
 
 class CappedBody(CounterBody, ErrorBody):
     """409: the cap would be passed, nothing was written; `counter` is the current value."""
+
+
+class UsageLimitBody(ErrorBody):
+    """429: the API key used up its rate limit or its daily quota; nothing was done."""
+
+    limit: Literal["rate", "quota"] = Field(description="Which limit was exceeded.")
 
 
 class ValidationErrorBody(ErrorBody):

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -53,11 +53,26 @@ class Settings(BaseSettings):
     momento_cache_name: str = "atomic-counters"
     momento_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
 
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    idempotency_purge_interval_seconds: float = Field(default=600.0, gt=0)
+
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    quota_per_day: int | None = Field(default=None, ge=1)
+    quota_store: str | None = None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("rate_limit_burst")
+    @classmethod
+    def _burst_needs_a_rate(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("rate_limit_per_second") is None:
+            raise ValueError("a burst needs RATE_LIMIT_PER_SECOND too")
         return value
 
     @field_validator("log_level", mode="before")

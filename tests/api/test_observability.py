@@ -83,9 +83,16 @@ async def test_openapi_documents_every_status_with_its_body(client: httpx.AsyncC
         "404": "ErrorBody",
         "409": "CappedBody",
         "422": "ValidationErrorBody",
+        "429": "UsageLimitBody",
         "503": "ErrorBody",
     }
     capped = spec["components"]["schemas"]["CappedBody"]["properties"]
     assert {"error", "store", "id", "counter", "useConditionalWrites"} <= capped.keys()
-    assert {p["name"] for p in post["parameters"]} == {"store", "id", "by", "max"}
+    assert {p["name"] for p in post["parameters"]} == {
+        "store",
+        "id",
+        "by",
+        "max",
+        "Idempotency-Key",
+    }
     assert (await client.get("/docs")).status_code == 200

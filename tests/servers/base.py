@@ -1,6 +1,7 @@
 """Local datastore servers for the tests: started on loopback, probed, and always stopped."""
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -134,6 +135,16 @@ class LocalServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing is answered."""
+        assert self._process is not None, f"{self.name} is not running"
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT), with whatever it received meanwhile."""
+        assert self._process is not None, f"{self.name} is not running"
+        os.kill(self._process.pid, signal.SIGCONT)
 
     @property
     def running(self) -> bool:
