@@ -1,0 +1,93 @@
+"""The docs stay navigable: every relative link resolves, and the README stays short."""
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README_MAX_LINES = 300
+
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+# [text](target) and ![alt](target), with an optional "title" after the target.
+_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_ANCHOR_TAG = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"", re.IGNORECASE)
+
+
+def _markdown_files() -> list[Path]:
+    files = [ROOT / "README.md"]
+    for folder in ("docs", "deploy"):
+        files += sorted((ROOT / folder).rglob("*.md"))
+    return [path for path in files if path.is_file()]
+
+
+def _prose(text: str) -> str:
+    """The text without code blocks and code spans, where a link is only an example."""
+    return _CODE_SPAN.sub("", _FENCE.sub("", text))
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link keeps its text
+    text = re.sub(r"<[^>]+>", "", text).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every `#anchor` a link into `path` may name, duplicates numbered as GitHub does."""
+    text = path.read_text(encoding="utf-8")
+    found: set[str] = set(_ANCHOR_TAG.findall(text))
+    seen: dict[str, int] = {}
+    for heading in _HEADING.findall(_FENCE.sub("", text)):
+        slug = _slug(heading)
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    """Link targets in `path` that point inside the repository."""
+    targets = _LINK.findall(_prose(path.read_text(encoding="utf-8")))
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.IGNORECASE)]
+
+
+def broken_links(path: Path) -> list[str]:
+    """Each relative link of `path` whose file, or whose heading in a Markdown file, is missing."""
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / unquote(file_part)).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and unquote(anchor) not in anchors(linked):
+            broken.append(f"{target}: no heading '#{anchor}' in {linked.name}")
+    return broken
+
+
+@pytest.mark.parametrize("path", _markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(path: Path) -> None:
+    assert broken_links(path) == []
+
+
+def test_readme_is_read_in_five_minutes() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES
+
+
+def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# Real heading\n## Twice\n## Twice\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](other.md#real-heading) [dup](other.md#twice-1) [web](https://example.com)\n"
+        "[gone](missing.md) [bad](other.md#no-such) `[code](nowhere.md)`\n"
+        "```\n[fenced](nowhere.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#no-such: no heading '#no-such' in other.md",
+    ]
