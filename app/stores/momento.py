@@ -32,6 +32,7 @@ Records expire by Momento's TTL, so `purge_expired` has nothing to do.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -287,6 +288,11 @@ class MomentoStore:
         raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        # From the claim on, a caller's timeout must not strand a pending record: a claim
+        # whose answer was lost may still have landed, and only this call can finish it.
+        return await _to_the_end(self._increment_once(key, by, cap, once))
+
+    async def _increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
         record_key = RECORD_PREFIX + once.token.encode()
         claim = _Record(once.fingerprint, nonce=secrets.token_hex(8))
         ttl = timedelta(seconds=once.ttl_seconds)
@@ -294,19 +300,26 @@ class MomentoStore:
         # A record that expires (or is released) between a lost claim and its read lets
         # the next claim win.
         for _ in range(3):
-            if await self._set_if(
-                self._cache, record_key, claim.encode(), ttl, RELEASED, or_absent=True
-            ):
+            try:
+                claimed = await self._set_if(
+                    self._cache, record_key, claim.encode(), ttl, RELEASED, or_absent=True
+                )
+            except MomentoUnavailable:
+                # The claim's answer was lost, but the claim may have landed (a paused or
+                # slow server applies it later). Nothing was incremented yet, so release it,
+                # or the key would answer "in flight" until its TTL ends.
+                with contextlib.suppress(MomentoUnavailable):
+                    await self._replace(record_key, claim, RELEASED, ttl - _since(claimed_at))
+                raise
+            if claimed:
                 break
             raw = await self._get(record_key)
             if raw is not None and raw != RELEASED:
                 return _replay(_Record.decode(raw))
         else:
             raise RequestInFlight()
-        # Past the claim, a caller's timeout must not leave the claim pending: the outcome
-        # is still recorded, and a retry replays it.
-        outcome = await _to_the_end(
-            self._apply_and_record(key, by, cap, record_key, claim, ttl - _since(claimed_at))
+        outcome = await self._apply_and_record(
+            key, by, cap, record_key, claim, ttl - _since(claimed_at)
         )
         assert outcome.value is not None
         return Recorded(
@@ -324,31 +337,30 @@ class MomentoStore:
             value, capped = exc.current, True
         except MomentoContention:
             # Every compare-and-swap round lost: nothing was written, so a retry may run.
-            await self._release(record_key, claim, ttl - _since(claimed_at))
+            await self._replace(record_key, claim, RELEASED, ttl - _since(claimed_at))
             raise
         outcome = _Record(claim.fingerprint, value=value, capped=capped)
-        await self._record(record_key, claim, outcome, ttl - _since(claimed_at))
+        await self._replace(record_key, claim, outcome.encode(), ttl - _since(claimed_at))
         return outcome
 
-    async def _record(
-        self, record_key: bytes, claim: _Record, outcome: _Record, ttl: timedelta
+    async def _replace(
+        self, record_key: bytes, claim: _Record, value: bytes, ttl: timedelta
     ) -> None:
-        # Conditional on this call's own claim, so a retry after a lost answer is harmless
-        # and a claim that expired and was taken by a later request is left to that one.
+        """Replace this call's own claim with `value` (an outcome, or RELEASED), retrying.
+
+        Conditional on the claim, so a retry after a lost answer is harmless and a claim
+        that expired and was taken by a later request is left to that one. Momento has no
+        conditional delete: a released record is one the next claim may take.
+        """
         for attempt in range(OUTCOME_ATTEMPTS):
             try:
-                await self._set_if(self._cache, record_key, outcome.encode(), ttl, claim.encode())
+                await self._set_if(self._cache, record_key, value, ttl, claim.encode())
             except MomentoUnavailable:
                 if attempt == OUTCOME_ATTEMPTS - 1:
                     raise
                 await _backoff(attempt)
             else:
                 return
-
-    async def _release(self, record_key: bytes, claim: _Record, ttl: timedelta) -> None:
-        # Momento has no conditional delete; a released record is one a claim may take,
-        # and only this call's own claim is released.
-        await self._set_if(self._cache, record_key, RELEASED, ttl, claim.encode())
 
     async def purge_expired(self) -> None:
         return None
