@@ -106,6 +106,8 @@ class Counters:
 
     async def start(self) -> None:
         """Set up every store at once; one that is down now is set up on first use instead."""
+        # Every call waits on this too, so calls already in flight at shutdown see the cut.
+        self._cut = asyncio.get_running_loop().create_future()
 
         async def try_setup(store: CounterStore) -> None:
             try:
@@ -123,10 +125,7 @@ class Counters:
 
     def cut_in(self, seconds: float) -> None:
         """Stop waiting for store calls `seconds` from now: those still running answer 503."""
-        loop = asyncio.get_running_loop()
-        if self._cut is None:
-            self._cut = loop.create_future()
-        loop.call_later(seconds, self._cut_now)
+        asyncio.get_running_loop().call_later(seconds, self._cut_now)
 
     def _cut_now(self) -> None:
         if self._cut is not None and not self._cut.done():

@@ -5,15 +5,17 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app import counters as counters_module
 from app.main import create_app
 from app.settings import Settings
 from app.stores.base import COUNTER_LIMIT
+from bench.null_store import NullStore
 from tests.api.fake_stores import (
     FailingStore,
     LeakyStore,
@@ -137,3 +139,35 @@ async def test_no_credential_reaches_any_log_line_even_in_tracebacks(
     for secret in ("hunter2-p%40ss", "hunter2-p@ss", "api-key-secret-1"):
         assert secret not in captured.out
         assert secret not in captured.err
+
+
+class _HangingClose(NullStore):
+    name: ClassVar[str] = "hanging"
+    enabled_by: ClassVar[str] = "HANGING_STORE"
+
+    async def close(self) -> None:
+        await asyncio.sleep(3600)
+
+
+class _TrackedClose(NullStore):
+    name: ClassVar[str] = "tracked"
+    enabled_by: ClassVar[str] = "TRACKED_STORE"
+    closed: ClassVar[list[bool]] = []
+
+    async def close(self) -> None:
+        await asyncio.sleep(0.2)
+        self.closed.append(True)
+
+
+async def test_stores_close_at_once_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counters_module, "CLOSE_TIMEOUT", 0.5)
+    app = create_app(
+        make_settings(sqlite_path=tmp_path / "c.db"), with_stores(_HangingClose, _TrackedClose)
+    )
+    async with LifespanManager(app, shutdown_timeout=10):
+        started = time.monotonic()
+    elapsed = time.monotonic() - started
+    assert _TrackedClose.closed == [True], "a hanging store does not keep the others open"
+    assert elapsed < 0.5 + 1.0, f"shutdown took {elapsed:.2f}s"
