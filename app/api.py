@@ -1,8 +1,10 @@
 """HTTP routes, and the one table that turns domain errors into HTTP responses."""
 
 import hmac
+import re
 from typing import Annotated
 
+from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,13 +18,16 @@ from app.counters import Counters
 from app.errors import (
     CounterCapped,
     CounterError,
+    CounterLimitReached,
     IdempotencyKeyReused,
     RequestInFlight,
     StoreNotConfigured,
+    StoreNotEnabled,
     StoreUnavailable,
     UnknownStore,
 )
 from app.idempotency import Idempotency
+from app.ids import InvalidId, id_from_raw_path
 from app.metrics import Metrics
 from app.schemas import (
     CappedBody,
@@ -38,7 +43,7 @@ from app.stores.base import COUNTER_LIMIT
 from app.usage import UsageLimited, UsagePlan
 
 MAX_STEP = 1_000_000
-ID_RULE = "id must be 1 to 255 characters with no control characters"
+ID_RULE = "id must be 1 to 255 characters of valid UTF-8 with no control characters"
 
 
 class Unauthorized(CounterError):
@@ -69,10 +74,25 @@ IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 StoreName = Annotated[
     str, Path(description="Datastore: sqlite, redis, dynamo, docdb, tidb, momento.")
 ]
-CounterId = Annotated[
+PathId = Annotated[
     str,
     Path(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", description=ID_RULE),
 ]
+
+
+async def strict_id(request: Request, id: PathId) -> str:
+    """The id decoded strictly from the raw path: invalid UTF-8 is refused, never replaced."""
+    raw_path = request.scope.get("raw_path")
+    try:
+        decoded = id_from_raw_path(raw_path) if isinstance(raw_path, bytes) else None
+    except InvalidId as exc:
+        raise RequestValidationError(
+            [{"loc": ("path", "id"), "msg": str(exc), "type": "value_error", "input": id}]
+        ) from None
+    return id if decoded is None else decoded
+
+
+CounterId = Annotated[str, Depends(strict_id)]
 
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 
@@ -174,7 +194,12 @@ async def increment(
     request: Request,
     by: Annotated[int, Query(ge=1, le=MAX_STEP, description="Step to add.")] = 1,
     max: Annotated[
-        int | None, Query(ge=1, description="Cap for this call; makes it a conditional write.")
+        int | None,
+        Query(
+            ge=1,
+            le=COUNTER_LIMIT,
+            description="Cap for this call; makes it a conditional write.",
+        ),
     ] = None,
     idempotency_key: Annotated[
         str | None,
@@ -206,7 +231,11 @@ async def increment(
     headers = {idempotency.REPLAYED_HEADER: "true"} if recorded.replayed else None
     if recorded.capped:
         # Without a cap, only the counter range (COUNTER_LIMIT) refuses an increment.
-        refused = CounterCapped(current=recorded.value, cap=COUNTER_LIMIT if cap is None else cap)
+        refused = (
+            CounterLimitReached(recorded.value, COUNTER_LIMIT)
+            if cap is None
+            else CounterCapped(current=recorded.value, cap=cap)
+        )
         return _capped(store, id, refused, headers, conditional=cap is not None)
     body = CounterBody(
         store=store, id=id, counter=recorded.value, use_conditional_writes=cap is not None
@@ -225,19 +254,24 @@ async def read(
     )
 
 
+@probes_router.head("/healthz", response_model=ReadinessBody, include_in_schema=False)
 @probes_router.get("/healthz", response_model=ReadinessBody)
 async def healthz() -> ReadinessBody:
     """Liveness: the process is up. Touches no store."""
     return ReadinessBody(status="ok", stores={})
 
 
+@probes_router.head("/readyz", response_model=ReadinessBody, include_in_schema=False)
 @probes_router.get(
     "/readyz",
     response_model=ReadinessBody,
     responses={503: {"model": UnreadyBody, "description": "A store did not answer its ping."}},
 )
 async def readyz(counters: CountersDep) -> ReadinessBody | JSONResponse:
-    """Readiness: ping every enabled store."""
+    """Readiness: ping every enabled store; 503 from SIGTERM on, so traffic drains."""
+    if counters.draining:
+        body = UnreadyBody(status="shutting down", stores={}, error="the service is shutting down")
+        return JSONResponse(body.model_dump(), status_code=503)
     stores = await counters.readiness()
     down = sorted(name for name, status in stores.items() if status != "ok")
     if down:
@@ -261,6 +295,7 @@ _STATUS: dict[type[CounterError], int] = {
     Unauthorized: 401,
     UnknownStore: 404,
     StoreNotConfigured: 404,
+    StoreNotEnabled: 404,
     CounterCapped: 409,
     RequestInFlight: 409,
     IdempotencyKeyReused: 422,
@@ -268,10 +303,12 @@ _STATUS: dict[type[CounterError], int] = {
     StoreUnavailable: 503,
 }
 
+_COUNTER_PATH = re.compile(r"^/[^/]+/[^/]+$")
+
 _RULES = {
     "id": ID_RULE,
     "by": f"by must be an integer from 1 to {MAX_STEP}",
-    "max": "max must be a positive integer",
+    "max": f"max must be a positive integer up to {COUNTER_LIMIT}",
     idempotency.HEADER: idempotency.KEY_RULE,
 }
 
@@ -280,7 +317,10 @@ async def _counter_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CounterError)
     status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
     if isinstance(exc, CounterCapped):
-        return _capped(request.path_params["store"], request.path_params["id"], exc)
+        conditional = not isinstance(exc, CounterLimitReached)
+        return _capped(
+            request.path_params["store"], request.path_params["id"], exc, None, conditional
+        )
     body: dict[str, object] = {"error": str(exc)}
     headers: dict[str, str] | None = None
     if status == 401:
@@ -317,11 +357,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and _COUNTER_PATH.match(request.url.path):
+        # Starlette names only the first route whose path matched; GET and POST on
+        # /{store}/{id} are two routes.
+        headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+        headers["Allow"] = "GET, POST"
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": "internal server error"}, status_code=500)
+    # Runs outside the request-id middleware: add the id it set, so a 500 can be traced too.
+    request_id = correlation_id.get()
+    headers = {"x-request-id": request_id} if request_id else None
+    return JSONResponse({"error": "internal server error"}, status_code=500, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -4,27 +4,37 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from app.errors import (
     CounterCapped,
+    CounterError,
+    CounterLimitReached,
     IdempotencyKeyReused,
     RequestInFlight,
     StoreNotConfigured,
+    StoreNotEnabled,
     StoreUnavailable,
     UnknownStore,
 )
+from app.logs import redact, secrets_of
 from app.metrics import Metrics
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from app.stores import STORE_TYPES, CounterStore
-from app.stores.base import Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
 log = logging.getLogger("atomic_counter")
 
 T = TypeVar("T")
 
 _SETUP_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+"""Closing every store (at once) takes at most this long at shutdown."""
+
+
+class _Cut(Exception):
+    """The store call was still running when the service stopped waiting for it."""
 
 
 class Counters:
@@ -37,13 +47,21 @@ class Counters:
         timeout: float,
         metrics: Metrics,
         known: Mapping[str, type[CounterStore]] = STORE_TYPES,
+        left_out: frozenset[str] = frozenset(),
     ) -> None:
         self._stores = dict(stores)
         self._known = known
+        self._left_out = left_out
         self._timeout = timeout
         self._metrics = metrics
         self._ready: set[str] = set()
         self._setup_locks = {name: asyncio.Lock() for name in self._stores}
+        # Store calls given up on (timed out, cut at shutdown): kept so their outcome is
+        # collected and logged, never "exception was never retrieved".
+        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._cut: asyncio.Future[None] | None = None
+        self.draining = False
+        """True from SIGTERM on: /readyz answers 503 so load balancers stop sending."""
 
     @classmethod
     def from_settings(
@@ -52,14 +70,37 @@ class Counters:
         metrics: Metrics,
         store_types: Mapping[str, type[CounterStore]] = STORE_TYPES,
     ) -> "Counters":
-        """Build every store the settings enable, from `store_types`."""
+        """Build every store the settings configure and `STORES` allows, from `store_types`."""
+        allowed = set(store_types) if settings.stores is None else set(settings.stores)
+        unknown = sorted(allowed - set(store_types))
+        if unknown:
+            raise SettingsError(
+                f"invalid settings: STORES: unknown store {', '.join(unknown)}; "
+                f"known: {', '.join(store_types)}"
+            )
         stores = {}
         for name, store_type in store_types.items():
-            store = store_type.from_settings(settings)
+            if name not in allowed:
+                continue
+            try:
+                store = store_type.from_settings(settings)
+            except Exception as exc:  # a bad URL or option must stop start-up, naming it
+                raise SettingsError(
+                    f"invalid settings: {store_type.enabled_by}: cannot configure the {name} "
+                    f"store: {redact(_describe(exc), secrets_of(settings))}"
+                ) from None
             if store is not None:
                 stores[name] = store
+            elif settings.stores is not None:
+                raise SettingsError(
+                    f"invalid settings: STORES lists {name} but {store_type.enabled_by} is not set"
+                )
         return cls(
-            stores, timeout=settings.store_timeout_seconds, metrics=metrics, known=store_types
+            stores,
+            timeout=settings.store_timeout_seconds,
+            metrics=metrics,
+            known=store_types,
+            left_out=frozenset(store_types) - allowed,
         )
 
     @property
@@ -68,12 +109,15 @@ class Counters:
 
     async def start(self) -> None:
         """Set up every store at once; one that is down now is set up on first use instead."""
+        # Every call waits on this too, so calls already in flight at shutdown see the cut.
+        self._cut = asyncio.get_running_loop().create_future()
 
         async def try_setup(store: CounterStore) -> None:
             try:
                 # Creating a table or cache can take longer than one request may.
-                async with asyncio.timeout(max(self._timeout, _SETUP_TIMEOUT)):
-                    await self._ensure_setup(store)
+                await self._bounded(
+                    self._ensure_setup(store), max(self._timeout, _SETUP_TIMEOUT), store.name
+                )
             except Exception as exc:  # one broken store must not stop the others
                 log.warning(
                     "store not ready at start-up",
@@ -82,12 +126,40 @@ class Counters:
 
         await asyncio.gather(*(try_setup(store) for store in self._stores.values()))
 
+    def cut_in(self, seconds: float) -> None:
+        """Stop waiting for store calls `seconds` from now: those still running answer 503."""
+        asyncio.get_running_loop().call_later(seconds, self._cut_now)
+
+    def _cut_now(self) -> None:
+        if self._cut is not None and not self._cut.done():
+            self._cut.set_result(None)
+
     async def close(self) -> None:
-        for store in self._stores.values():
+        """Close every store at once, and give up on calls still running, within CLOSE_TIMEOUT."""
+        for task in self._abandoned:
+            task.cancel()
+
+        async def close_one(store: CounterStore) -> None:
             try:
                 await store.close()
-            except Exception:
-                log.exception("closing store failed", extra={"store": store.name})
+            except Exception as exc:
+                log.warning(
+                    "closing store failed", extra={"store": store.name, "error": _describe(exc)}
+                )
+
+        closing = [
+            asyncio.ensure_future(close_one(store)) for store in self._stores.values()
+        ] + list(self._abandoned)
+        if not closing:
+            return
+        _, pending = await asyncio.wait(closing, timeout=CLOSE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning(
+                "stores did not close in time",
+                extra={"pending": len(pending), "timeout": CLOSE_TIMEOUT},
+            )
 
     async def increment(self, store: str, key: str, by: int = 1, cap: int | None = None) -> int:
         """Increment `key` on `store` by `by`, capped at `cap` when given; return the new value."""
@@ -101,6 +173,8 @@ class Counters:
             return value
         except CounterCapped as exc:
             outcome, value = "capped", exc.current
+            if cap is None and exc.cap == COUNTER_LIMIT:
+                raise CounterLimitReached(exc.current, exc.cap) from exc
             raise
         finally:
             log.info(
@@ -180,7 +254,11 @@ class Counters:
             return "ok"
 
         names = list(self._stores)
-        return dict(zip(names, await asyncio.gather(*(check(n) for n in names)), strict=True))
+        results = await asyncio.gather(*(check(n) for n in names), return_exceptions=True)
+        return {
+            name: result if isinstance(result, str) else f"unavailable: {type(result).__name__}"
+            for name, result in zip(names, results, strict=True)
+        }
 
     def _store(self, name: str) -> CounterStore:
         store = self._stores.get(name)
@@ -189,6 +267,8 @@ class Counters:
         store_type = self._known.get(name)
         if store_type is None:
             raise UnknownStore(name)
+        if name in self._left_out:
+            raise StoreNotEnabled(name)
         raise StoreNotConfigured(name, store_type.enabled_by)
 
     async def _call(
@@ -199,13 +279,17 @@ class Counters:
         started = time.perf_counter()
         unavailable: tuple[type[BaseException], ...] = (
             TimeoutError,
+            _Cut,
             StoreUnavailable,  # stores that translate error *responses* (throttling) themselves
             *store.unavailable_errors,
         )
+
+        async def run() -> T:
+            await self._ensure_setup(store)
+            return await action(store)
+
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._ensure_setup(store)
-                result = await action(store)
+            result = await self._bounded(run(), self._timeout, name)
             outcome = "ok"
             return result
         except CounterCapped:
@@ -228,14 +312,65 @@ class Counters:
             if error is exc:
                 raise
             raise error from exc
+        except CounterError:  # a domain answer from the store (idempotency conflicts)
+            raise
+        except Exception as exc:
+            # Anything else is this store's fault: 503 for it alone, logged once with its type.
+            log.error(
+                "store failed",
+                exc_info=exc,
+                extra={"store": name, "operation": operation, "error_type": type(exc).__name__},
+            )
+            raise StoreUnavailable(name, f"unexpected {type(exc).__name__}") from exc
         finally:
             if operation != "ping":
                 self._metrics.requests.labels(name, operation, outcome).inc()
                 self._metrics.latency.labels(name, operation).observe(time.perf_counter() - started)
 
+    async def _bounded(self, call: Coroutine[Any, Any, T], seconds: float, name: str) -> T:
+        """Await `call` for at most `seconds`, whether or not it honours cancellation.
+
+        `asyncio.timeout` waits for a cancelled call to unwind, so a driver that swallows
+        or delays cancellation would hold the caller past its bound. The call runs as a
+        task instead, and the caller stops waiting at the deadline or the shutdown cut.
+        """
+        task = asyncio.create_task(call)
+        waiting: set[asyncio.Future[Any]] = {task}
+        if self._cut is not None:
+            waiting.add(self._cut)
+        try:
+            await asyncio.wait(waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self._abandon(task, name)
+            raise
+        if task.done():
+            return task.result()
+        self._abandon(task, name)
+        if self._cut is not None and self._cut.done():
+            raise _Cut()
+        raise TimeoutError()
+
+    def _abandon(self, task: "asyncio.Task[Any]", name: str) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(lambda done: self._collect(done, name))
+
+    def _collect(self, task: "asyncio.Task[Any]", name: str) -> None:
+        self._abandoned.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        # A write given up on may still land: say so, next to the 503 it was answered with.
+        log.warning(
+            "abandoned store call finished",
+            extra={"store": name, "outcome": "ok" if exc is None else _describe(exc)},
+        )
+
     def _as_unavailable(self, name: str, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, StoreUnavailable):
             return exc
+        if isinstance(exc, _Cut):
+            return StoreUnavailable(name, "the service is shutting down")
         if isinstance(exc, TimeoutError):  # before the drivers' OSError, its base class
             return StoreUnavailable(name, f"no answer within {self._timeout:g}s")
         return StoreUnavailable(name, type(exc).__name__)

@@ -18,6 +18,14 @@ class StoreNotConfigured(CounterError):
         self.setting = setting
 
 
+class StoreNotEnabled(CounterError):
+    """The store is configured but left out of the `STORES` allow-list."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"store '{store}' is not enabled: it is not listed in STORES")
+        self.store = store
+
+
 class CounterCapped(CounterError):
     """The increment would take the counter past its cap; nothing was written."""
 
@@ -25,6 +33,14 @@ class CounterCapped(CounterError):
         super().__init__(f"Counter has reached its maximum value of: {cap}")
         self.current = current
         self.cap = cap
+
+
+class CounterLimitReached(CounterCapped):
+    """An uncapped increment would pass `COUNTER_LIMIT`, the largest supported value."""
+
+    def __init__(self, current: int, cap: int) -> None:
+        super().__init__(current, cap)
+        self.args = (f"Counter would pass the largest supported value: {cap}",)
 
 
 class StoreUnavailable(CounterError):

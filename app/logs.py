@@ -1,45 +1,75 @@
-"""Structured logs: one JSON object per line, each with the request id."""
+"""Structured logs: one JSON object per line, each with the request id, never a secret."""
 
+import json
 import logging
 import logging.config
 import re
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
 
 from asgi_correlation_id import CorrelationIdFilter
+from pythonjsonlogger.json import JsonFormatter
+
+from app.settings import Settings
 
 # user:password@ inside any URL a driver might echo back in an error message.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_MASK = "***"
 
 
-class RedactCredentials(logging.Filter):
-    """Strip credentials from URLs in a record's message and string fields."""
+def secrets_of(settings: Settings) -> list[str]:
+    """Every credential the settings hold, as it may appear in a log line."""
+    found: list[str] = [key.get_secret_value() for key in settings.api_keys]
+    if settings.momento_api_key is not None:
+        found.append(settings.momento_api_key.get_secret_value())
+    for url in (settings.redis_url, settings.docdb_url, settings.tidb_url):
+        if url is None:
+            continue
+        try:
+            password = urlsplit(url.get_secret_value()).password
+        except ValueError:
+            continue
+        if password:
+            found += [password, unquote(password)]
+    # A secret is also masked as JSON escapes it (quotes, backslashes, non-ASCII).
+    found += [json.dumps(secret)[1:-1] for secret in found]
+    # Longest first, so a secret containing another is masked whole.
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask URL credentials and every one of `secrets` in `text`."""
+    # A function, not a template: no template parsing (and import) in a logging call.
+    text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{_MASK}@", text)
+    for secret in secrets:
+        text = text.replace(secret, _MASK)
+    return text
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines with credentials masked in the finished line: message, extras, tracebacks."""
+
+    secrets: tuple[str, ...] = ()
+
+    def format(self, record: logging.LogRecord) -> str:
         # uvicorn adds an ANSI-coloured copy of its message; JSON lines don't want it.
         record.__dict__.pop("color_message", None)
-        record.msg = _redact(str(record.msg))
-        for attr, value in list(vars(record).items()):
-            if isinstance(value, str) and "@" in value and attr != "msg":
-                setattr(record, attr, _redact(value))
-        return True
+        return redact(super().format(record), self.secrets)
 
 
-def _redact(text: str) -> str:
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-
-
-def configure_logging(level: str) -> None:
-    """Send the service's and uvicorn's logs to stdout as JSON lines."""
+def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    """Send every logger's records (the service's, uvicorn's, the drivers') to stdout as JSON."""
+    RedactingJsonFormatter.secrets = tuple(secrets)
     logging.config.dictConfig(
         {
             "version": 1,
             "disable_existing_loggers": False,
             "filters": {
                 "request_id": {"()": CorrelationIdFilter, "uuid_length": 32, "default_value": "-"},
-                "redact": {"()": RedactCredentials},
             },
             "formatters": {
                 "json": {
-                    "()": "pythonjsonlogger.json.JsonFormatter",
+                    "()": RedactingJsonFormatter,
                     "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
                     "rename_fields": {
                         "asctime": "time",
@@ -55,9 +85,12 @@ def configure_logging(level: str) -> None:
                     "class": "logging.StreamHandler",
                     "stream": "ext://sys.stdout",
                     "formatter": "json",
-                    "filters": ["request_id", "redact"],
+                    "filters": ["request_id"],
                 },
             },
+            # Drivers and other libraries log through the root logger: same handler, same
+            # masking, warnings and above.
+            "root": {"level": "WARNING", "handlers": ["stdout"]},
             "loggers": {
                 "atomic_counter": {"level": level, "handlers": ["stdout"], "propagate": False},
                 "uvicorn": {"level": level, "handlers": ["stdout"], "propagate": False},

@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from app import __version__, api
 from app.counters import Counters
 from app.idempotency import Idempotency, purge_periodically
-from app.logs import configure_logging
+from app.logs import configure_logging, secrets_of
 from app.metrics import Metrics
+from app.openapi import install_openapi
 from app.settings import Settings, SettingsError, load_settings
 from app.stores import STORE_TYPES, CounterStore
 from app.usage import UsagePlan
@@ -38,19 +39,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             active = settings if settings is not None else load_settings()
+            metrics = Metrics()
+            counters = Counters.from_settings(active, metrics, store_types)
+            usage = UsagePlan.from_settings(active, counters, metrics)
         except SettingsError as exc:
             print(f"atomic-counter: {exc}", file=sys.stderr)
             raise
-        configure_logging(active.log_level)
+        configure_logging(active.log_level, secrets_of(active))
         if not active.api_keys:
             log.warning("API_KEYS is not set: counter routes accept requests without a key")
-        metrics = Metrics()
-        counters = Counters.from_settings(active, metrics, store_types)
-        try:
-            app.state.usage = UsagePlan.from_settings(active, counters, metrics)
-        except SettingsError as exc:
-            print(f"atomic-counter: {exc}", file=sys.stderr)
-            raise
+        app.state.usage = usage
         app.state.idempotency = Idempotency(counters, metrics, active.idempotency_ttl_seconds)
         app.state.settings = active
         app.state.metrics = metrics
@@ -63,6 +61,7 @@ def create_app(
         try:
             yield
         finally:
+            counters.draining = True
             purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
@@ -80,6 +79,7 @@ def create_app(
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
     api.install(app)
+    install_openapi(app)
     return app
 
 

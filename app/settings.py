@@ -1,9 +1,18 @@
 """The service's settings: one class, read from the environment and `.env`."""
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,6 +33,23 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = []
     store_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    stores: Annotated[list[str] | None, NoDecode] = None
+    """Allow-list of store names to serve; None serves every configured store."""
+
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
+    """After SIGTERM, keep serving (with /readyz at 503) this long so a load balancer drains."""
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """Then wait this long for in-flight requests; store calls still running answer 503."""
+
+    # Served directly (`python -m app.server`): bounds one client cannot exhaust.
+    port: int = Field(
+        default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "UVICORN_PORT")
+    )
+    host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("HOST", "UVICORN_HOST"))
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_connections: int = Field(default=1000, ge=1)
+    keep_alive_seconds: int = Field(default=65, ge=1, le=3600)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     sqlite_path: Path = Path("./data/counters.db")
 
@@ -61,7 +87,7 @@ class Settings(BaseSettings):
     quota_per_day: int | None = Field(default=None, ge=1)
     quota_store: str | None = None
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "stores", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -75,10 +101,82 @@ class Settings(BaseSettings):
             raise ValueError("a burst needs RATE_LIMIT_PER_SECOND too")
         return value
 
+    @field_validator("stores")
+    @classmethod
+    def _lower_case_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one store, or leave STORES unset for all")
+        return list(dict.fromkeys(name.lower() for name in value))
+
+    @field_validator("max_counter_value")
+    @classmethod
+    def _within_counter_limit(cls, value: int) -> int:
+        # Imported here: the store protocol imports this module.
+        from app.stores.base import COUNTER_LIMIT
+
+        if value > COUNTER_LIMIT:
+            raise ValueError(
+                f"must be at most {COUNTER_LIMIT}, the largest supported counter value"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("docdb_url")
+    @classmethod
+    def _docdb_url(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_url(value, ("mongodb", "mongodb+srv"))
+
+    @field_validator("tidb_url")
+    @classmethod
+    def _tidb_url(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_url(value, ("mysql", "mysql+asyncmy", "tidb"))
+
+    @field_validator("sqlite_path")
+    @classmethod
+    def _sqlite_path_writable(cls, value: Path, info: ValidationInfo) -> Path:
+        stores = info.data.get("stores")
+        if str(value) == ":memory:" or (stores is not None and "sqlite" not in stores):
+            return value
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory, not a database file")
+        if value.exists():
+            if not os.access(value, os.R_OK | os.W_OK):
+                raise ValueError(f"{value} is not writable")
+            return value
+        # The store creates missing directories: the nearest existing one must be writable.
+        parent = value.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create {value}: {parent} is not a writable directory")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+def _check_url(value: SecretStr | None, schemes: tuple[str, ...]) -> SecretStr | None:
+    # Messages never repeat the URL: it may hold a password.
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value.get_secret_value())
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme.lower() not in schemes:
+        raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    if parts.scheme.lower() != "unix" and not parts.hostname:
+        raise ValueError("the URL names no host")
+    return value
 
 
 def load_settings() -> Settings:

@@ -79,7 +79,6 @@ async def test_openapi_documents_every_status_with_its_body(client: httpx.AsyncC
     }
     assert schemas == {
         "200": "CounterBody",
-        "401": "ErrorBody",
         "404": "ErrorBody",
         "409": "CappedBody",
         "422": "ValidationErrorBody",
@@ -96,3 +95,30 @@ async def test_openapi_documents_every_status_with_its_body(client: httpx.AsyncC
         "Idempotency-Key",
     }
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_openapi_lists_only_the_enabled_stores_and_no_key_without_api_keys(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for method in ("get", "post"):
+        operation = spec["paths"]["/{store}/{id}"][method]
+        store = next(p for p in operation["parameters"] if p["name"] == "store")
+        assert store["schema"]["enum"] == ["sqlite"]
+        assert "security" not in operation
+        assert "401" not in operation["responses"]
+    assert "securitySchemes" not in spec.get("components", {})
+
+
+async def test_openapi_requires_x_api_key_when_api_keys_is_set(tmp_path: Path) -> None:
+    settings = make_settings(sqlite_path=tmp_path / "c.db", api_keys="k-1")
+    async for http in serve(settings):
+        spec = (await http.get("/openapi.json")).json()
+    post = spec["paths"]["/{store}/{id}"]["post"]
+    assert post["security"] == [{"APIKeyHeader": []}]
+    assert post["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorBody"
+    )
+    scheme = spec["components"]["securitySchemes"]["APIKeyHeader"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
+    assert "security" not in spec["paths"]["/healthz"]["get"]

@@ -1,0 +1,48 @@
+"""Schemathesis against the live service (sqlite, redis): no server error, no schema violation."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_server import Server
+from tests.conftest import Servers
+from tests.servers.redis import RedisServer
+
+pytestmark = [pytest.mark.sqlite, pytest.mark.redis]
+
+EXAMPLES_PER_OPERATION = 300
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(
+    servers: Servers, tmp_path: Path
+) -> None:
+    redis = servers.shared(RedisServer)
+    service = Server(
+        tmp_path / "service",
+        {"sqlite_path": tmp_path / "c.db", "redis_url": redis.url, "stores": "sqlite,redis"},
+    )
+    service.start()
+    try:
+        # The document it reads lists only the enabled stores, so examples reach them.
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/openapi.json",
+                "--checks", "all",
+                "--max-examples", str(EXAMPLES_PER_OPERATION),
+                "--workers", "2",
+                "--request-timeout", "10",
+                "--no-color",
+            ],
+            cwd=tmp_path,  # its example database stays out of the project
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+    finally:
+        service.stop()
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, report[-6000:]
+    assert "No issues found" in report
