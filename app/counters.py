@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from app.batching import GroupCommit
 from app.errors import CounterCapped, StoreNotConfigured, StoreUnavailable, UnknownStore
 from app.metrics import Metrics
 from app.settings import Settings
@@ -28,6 +29,7 @@ class Counters:
         timeout: float,
         metrics: Metrics,
         known: Mapping[str, type[CounterStore]] = STORE_TYPES,
+        group_commit: bool = False,
     ) -> None:
         self._stores = dict(stores)
         self._known = known
@@ -35,6 +37,7 @@ class Counters:
         self._metrics = metrics
         self._ready: set[str] = set()
         self._setup_locks = {name: asyncio.Lock() for name in self._stores}
+        self._group_commit = GroupCommit(self._write, timeout) if group_commit else None
 
     @classmethod
     def from_settings(
@@ -50,7 +53,11 @@ class Counters:
             if store is not None:
                 stores[name] = store
         return cls(
-            stores, timeout=settings.store_timeout_seconds, metrics=metrics, known=store_types
+            stores,
+            timeout=settings.store_timeout_seconds,
+            metrics=metrics,
+            known=store_types,
+            group_commit=settings.group_commit,
         )
 
     @property
@@ -87,7 +94,10 @@ class Counters:
         outcome = "error"
         value: int | None = None
         try:
-            value = await self._call(store, "increment", lambda s: s.increment(key, by, cap))
+            if self._group_commit is None:
+                value = await self._write(store, key, by, cap)
+            else:
+                value = await self._group_commit.increment(store, key, by, cap)
             outcome = "ok"
             return value
         except CounterCapped as exc:
@@ -106,6 +116,10 @@ class Counters:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 },
             )
+
+    async def _write(self, store: str, key: str, by: int, cap: int | None) -> int:
+        # The one store call of an increment (or of a whole group-commit batch).
+        return await self._call(store, "increment", lambda s: s.increment(key, by, cap))
 
     async def get(self, store: str, key: str) -> int:
         """Return the current value of `key` on `store`."""

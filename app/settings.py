@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = []
     store_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Concurrent unkeyed increments of one key share one write (app/batching.py).
+    group_commit: bool = True
 
     sqlite_path: Path = Path("./data/counters.db")
 
