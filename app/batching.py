@@ -62,6 +62,10 @@ class GroupCommit:
         self._queues[slot] = []
         try:
             await self._commit(slot, [member])
+        except BaseException:
+            if member.result.done() and not member.result.cancelled():
+                member.result.exception()  # read, so asyncio does not log it as forgotten
+            raise
         finally:
             self._hand_over(slot)
         return member.result.result()

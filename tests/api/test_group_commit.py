@@ -29,11 +29,14 @@ class CountingStore:
         self.unavailable_errors = inner.unavailable_errors
         self.steps: list[int] = []
         self.stall_batches = False
+        self.gate: asyncio.Event | None = None
 
     async def setup(self) -> None:
         await self.inner.setup()
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+        if self.gate is not None:
+            await self.gate.wait()
         self.steps.append(by)
         value = await self.inner.increment(key, by, cap)
         if self.stall_batches and by > 1:
@@ -184,6 +187,25 @@ async def test_a_batch_whose_write_times_out_is_unavailable_for_every_member(
     counted.stall_batches = False
     assert await counted.get(key) == 51
     assert await counters.increment(counted.name, key) == 52
+
+
+async def test_callers_that_give_up_while_queued_are_not_written_and_strand_nobody(
+    counted: CountingStore, key: str
+) -> None:
+    counters = counters_over(counted)
+    counted.gate = asyncio.Event()
+    first = asyncio.create_task(counters.increment(counted.name, key))
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(counters.increment(counted.name, key)) for _ in range(10)]
+    await asyncio.sleep(0)
+    for task in queued[:3]:
+        task.cancel()  # a client that disconnects while its increment waits
+    counted.gate.set()
+    values = await asyncio.gather(*queued[3:])
+    assert await first == 1
+    assert sorted(values) == list(range(2, 9))
+    assert counted.steps == [1, 7]
+    assert await counted.get(key) == 8
 
 
 async def test_an_idle_key_writes_at_once_and_alone(counted: CountingStore, key: str) -> None:
