@@ -35,6 +35,11 @@ def create_bare_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/readyz")
+    async def readyz() -> dict[str, object]:
+        # So `atomic-counter bench --stores redis` can load it like the service.
+        return {"status": "ok", "stores": {"redis": "ok"}}
+
     return app
 
 

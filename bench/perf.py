@@ -355,6 +355,62 @@ def footprint(bench: Bench, settings: dict[str, object], stores: list[str]) -> N
     )  # fmt: skip
 
 
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """perf.png: each ratio as bars, the goal as a dashed line where the issue sets one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if "group_commit" in results:
+        found = results["group_commit"]
+        panels.append(
+            (
+                "1. hot key, group commit on ÷ off",
+                list(found),
+                [found[store]["ratio"] for store in found],
+                None,
+            )
+        )
+    pairs = [
+        ("dynamo_vs_naive", "2. DynamoDB Local: service ÷ naive", "service ÷ naive", 4.0),
+        ("service_vs_bare", "3. redis hot route: service ÷ bare FastAPI", "service ÷ bare", 0.6),
+    ]
+    for name, title, label, goal in pairs:
+        if name in results:
+            panels.append((title, [label], [results[name]["ratio"]], goal))
+    if "client_vs_wrk" in results:
+        found = results["client_vs_wrk"]
+        panels.append(
+            ("4. bench client ÷ wrk", list(found), [found[name]["ratio"] for name in found], 0.8)
+        )
+    if not panels:
+        return
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, names, ratios, goal) in zip(axes[0], panels, strict=True):
+        bars = ax.bar(names, ratios, color="#1565c0")
+        for bar, ratio in zip(bars, ratios, strict=True):
+            ax.annotate(
+                f"{ratio:.2f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        if goal is not None:
+            ax.axhline(goal, linestyle="--", color="#c62828", label=f"goal {goal:g}")
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.margins(y=0.2)
+        ax.grid(True, axis="y", alpha=0.3)
+    figure.suptitle("make bench: ratios within one run (2-core machine, shared)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def start_servers(
     workdir: Path, console: Console
 ) -> tuple[list[LocalServer], dict[str, object], list[str]]:
@@ -434,7 +490,8 @@ def main() -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "perf.json").write_text(json.dumps(bench.results, indent=2) + "\n")
-        console.print(f"wrote {args.out / 'perf.json'}")
+        write_chart(bench.results, args.out / "perf.png")
+        console.print(f"wrote {args.out / 'perf.json'} and {args.out / 'perf.png'}")
     return 0
 
 
