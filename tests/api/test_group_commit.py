@@ -167,6 +167,47 @@ async def test_an_unconditional_batch_stops_at_the_counter_limit(
     assert await counted.get(key) == COUNTER_LIMIT
 
 
+class RangeOnlyStore:
+    """Pure logic, no datastore: a dict that refuses, as every store must, to pass the limit."""
+
+    name = "range"
+    enabled_by = "NONE"
+    unavailable_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.steps: list[int] = []
+
+    async def setup(self) -> None:
+        pass
+
+    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+        self.steps.append(by)
+        await asyncio.sleep(0.01)  # a round trip, so callers queue behind it
+        current = self.values.get(key, 0)
+        limit = COUNTER_LIMIT if cap is None else cap
+        if current + by > limit:
+            raise CounterCapped(current, limit)
+        self.values[key] = current + by
+        return current + by
+
+
+async def test_the_batching_logic_stops_unconditional_batches_at_the_limit() -> None:
+    store = RangeOnlyStore()
+    store.values["k"] = COUNTER_LIMIT - 3
+    counters = Counters({"range": store}, timeout=TIMEOUT, metrics=Metrics(), group_commit=True)  # type: ignore[dict-item]
+    outcomes = await asyncio.gather(
+        *(increment_or_error(counters, "range", "k") for _ in range(20))
+    )
+    successes = sorted(value for value in outcomes if isinstance(value, int))
+    refused = [exc for exc in outcomes if isinstance(exc, CounterCapped)]
+    assert successes == [COUNTER_LIMIT - 2, COUNTER_LIMIT - 1, COUNTER_LIMIT]
+    assert {(exc.current, exc.cap) for exc in refused} == {(COUNTER_LIMIT, COUNTER_LIMIT)}
+    assert len(refused) == 17
+    # The first write alone; then the batch of 19 refused; then the 2 that fit, applied.
+    assert store.steps == [1, 19, 2]
+
+
 async def test_a_batch_whose_write_times_out_is_unavailable_for_every_member(
     counted: CountingStore, key: str
 ) -> None:
