@@ -5,6 +5,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -62,7 +63,7 @@ def counters_over(
     counted: CountingStore, *, group_commit: bool = True, timeout: float = TIMEOUT
 ) -> Counters:
     return Counters(
-        {counted.name: counted},  # type: ignore[dict-item]
+        {counted.name: cast(CounterStore, counted)},
         timeout=timeout,
         metrics=Metrics(),
         group_commit=group_commit,
@@ -195,7 +196,8 @@ class RangeOnlyStore:
 async def test_the_batching_logic_stops_unconditional_batches_at_the_limit() -> None:
     store = RangeOnlyStore()
     store.values["k"] = COUNTER_LIMIT - 3
-    counters = Counters({"range": store}, timeout=TIMEOUT, metrics=Metrics(), group_commit=True)  # type: ignore[dict-item]
+    stores: dict[str, Any] = {"range": store}
+    counters = Counters(stores, timeout=TIMEOUT, metrics=Metrics(), group_commit=True)
     outcomes = await asyncio.gather(
         *(increment_or_error(counters, "range", "k") for _ in range(20))
     )
