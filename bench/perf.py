@@ -440,7 +440,11 @@ def main() -> int:
         "--log-level", default="INFO", help="the services' LOG_LEVEL (default INFO)"
     )
     parser.add_argument("--out", type=Path, help="also write perf.json there")
+    parser.add_argument(
+        "--sections", default="1,2,3,4,5", help="which of the five to run (default all)"
+    )
     args = parser.parse_args()
+    sections = {int(part) for part in args.sections.split(",") if part.strip()}
     if shutil.which("wrk") is None:
         print(
             "wrk is not installed (apt-get install wrk): it is the reference load", file=sys.stderr
@@ -473,16 +477,18 @@ def main() -> int:
                 service.start()
                 started.append(service)
             urls = {name: service.url for name, service in services.items()}
-            group_commit_per_store(bench, urls["on"], urls["off"], stores)
-            if "naive" in urls:
+            if 1 in sections:
+                group_commit_per_store(bench, urls["on"], urls["off"], stores)
+            if 2 in sections and "naive" in urls:
                 dynamo_vs_naive(bench, urls["on"], urls["naive"])
-            if "redis" in stores:
+            if 3 in sections and "redis" in stores:
                 service_vs_bare(bench, urls["on"], urls["bare"])
+            if 4 in sections and "redis" in stores:
                 client_vs_wrk(bench, urls["on"])
             for name in ("on", "off", "bare", "naive"):
                 if name in services:
                     services[name].stop()  # idle services would skew the footprint's figures
-            if "redis" in stores:
+            if 5 in sections and "redis" in stores:
                 footprint(bench, settings, stores)
         finally:
             for server in reversed(started):
