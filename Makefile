@@ -52,12 +52,16 @@ format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The service's own cost: null baseline vs sqlite vs redis, loaded by wrk (Debian).
+# Issue 10's ratios in one run, loaded by wrk (Debian): group commit on vs off per store,
+# DynamoDB Local vs a naive app, service vs bare FastAPI, the bench client vs wrk, start-up,
+# RSS and p99 (bench/perf.py). The older null/sqlite/redis overhead table:
+# `$(BIN)/python bench/service_overhead.py`.
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null; } \
-		|| echo "wrk not installed: falling back to the Python client"
+		|| { echo "wrk is needed: apt-get install wrk"; exit 1; }
 	scripts/install-test-deps.sh
-	$(BIN)/python bench/service_overhead.py
+	$(BIN)/python bench/perf.py $(BENCH_ARGS)
 
 # Every store side by side with `atomic-counter bench` (the README's comparison).
 compare: $(VENV)/.installed-test

@@ -110,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="untimed increments per store on a separate key first (default 0)",
     )
+    bench.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        help="load-generating processes, the connections split between them (default 1)",
+    )
+    bench.add_argument(
+        "--idempotent",
+        action="store_true",
+        help=(
+            "send an Idempotency-Key with every request and retry 5xx answers and timeouts "
+            "with the same key; the verdict then expects the exact final count"
+        ),
+    )
     bench.set_defaults(subparser=bench)  # so usage errors print the subcommand's usage
     bench.add_argument("--out", type=Path, help="directory for results.json and results.png")
     return parser
@@ -131,6 +145,8 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--max is only used with --conditional; add --conditional to send it")
     if args.warmup < 0:
         parser.error("--warmup must be 0 or more")
+    if args.processes > args.concurrency:
+        parser.error("--processes cannot exceed --concurrency: each needs a connection")
     stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     if not stores:
         parser.error("--stores is empty: name stores (redis,dynamo) or 'all'")
@@ -142,6 +158,8 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         by=args.by,
         cap=args.cap if args.conditional else None,
         warmup=args.warmup,
+        processes=args.processes,
+        idempotent=args.idempotent,
     )
     options = BenchOptions(
         url=args.url,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from app.batching import GroupCommit
 from app.errors import (
     CounterCapped,
     CounterError,
@@ -48,6 +49,7 @@ class Counters:
         metrics: Metrics,
         known: Mapping[str, type[CounterStore]] = STORE_TYPES,
         left_out: frozenset[str] = frozenset(),
+        group_commit: bool = False,
     ) -> None:
         self._stores = dict(stores)
         self._known = known
@@ -62,6 +64,7 @@ class Counters:
         self._cut: asyncio.Future[None] | None = None
         self.draining = False
         """True from SIGTERM on: /readyz answers 503 so load balancers stop sending."""
+        self._group_commit = GroupCommit(self._write, timeout) if group_commit else None
 
     @classmethod
     def from_settings(
@@ -101,6 +104,7 @@ class Counters:
             metrics=metrics,
             known=store_types,
             left_out=frozenset(store_types) - allowed,
+            group_commit=settings.group_commit,
         )
 
     @property
@@ -168,7 +172,10 @@ class Counters:
         outcome = "error"
         value: int | None = None
         try:
-            value = await self._call(store, "increment", lambda s: s.increment(key, by, cap))
+            if self._group_commit is None:
+                value = await self._write(store, key, by, cap)
+            else:
+                value = await self._group_commit.increment(store, key, by, cap)
             outcome = "ok"
             return value
         except CounterCapped as exc:
@@ -238,6 +245,10 @@ class Counters:
             # `_call` logged the outage; the next round catches up.
             with contextlib.suppress(StoreUnavailable):
                 await self._call(name, "purge_expired", lambda s: s.purge_expired())
+
+    async def _write(self, store: str, key: str, by: int, cap: int | None) -> int:
+        # The one store call of an increment (or of a whole group-commit batch).
+        return await self._call(store, "increment", lambda s: s.increment(key, by, cap))
 
     async def get(self, store: str, key: str) -> int:
         """Return the current value of `key` on `store`."""

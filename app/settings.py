@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1)
     keep_alive_seconds: int = Field(default=65, ge=1, le=3600)
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Concurrent unkeyed increments of one key share one write (app/batching.py).
+    group_commit: bool = True
 
     sqlite_path: Path = Path("./data/counters.db")
 

@@ -41,9 +41,9 @@ async def measure(url: str, plan: LoadPlan) -> list[dict[str, Any]]:
     """Load each route in turn (never together) and return its figures."""
     rows = []
     run_id = new_run_id()
-    async with make_client(url, plan.concurrency, None, timeout=10.0) as clients:
+    async with make_client(url, plan.concurrency, None, timeout=10.0) as client:
         for store in ROUTES:
-            run = await run_store(clients, store, plan, key_ids(run_id, store, plan.keys))
+            run = await run_store(client, store, plan, key_ids(run_id, store, plan.keys))
             latencies = sorted(sample.latency * 1000 for sample in run.samples)
             verdict = judge(key_outcomes(run.samples, run.key_ids, run.finals), plan.by, None)
             rows.append(

@@ -48,6 +48,7 @@ def store_figures(run: StoreRun, verdict: Verdict) -> dict[str, Any]:
         "capped": outcomes["capped"],
         "errors": dict(sorted(errors.items())),
         "error_count": sum(errors.values()),
+        "retries": sum(sample.retries for sample in run.samples),
         "elapsed_s": round(run.elapsed, 4),
         "throughput_rps": round(len(run.samples) / run.elapsed, 1) if run.elapsed > 0 else 0.0,
         "latency_ms": latency,
@@ -142,5 +143,11 @@ def render_problems(stores: Sequence[dict[str, Any]], console: Console, shown: i
             )
             for violation in found[:shown]:
                 console.print(f"    {violation['key']}: {violation['detail']}", highlight=False)
+        if figures.get("retries"):
+            console.print(
+                f"[yellow]note[/] {figures['store']}: {figures['retries']} retries "
+                "with the same Idempotency-Key",
+                highlight=False,
+            )
         for note in verdict["notes"]:
             console.print(f"[yellow]note[/] {figures['store']}: {note}", highlight=False)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,10 +19,11 @@ from rich.progress import (
 
 from app.bench import chart, report
 from app.bench.load import (
+    Client,
     LoadPlan,
-    Sample,
     enabled_stores,
     key_ids,
+    loop_factory,
     make_client,
     new_run_id,
     run_store,
@@ -68,18 +69,21 @@ def settings_of(options: BenchOptions, run_id: str, stores: list[str]) -> dict[s
         "max": plan.cap,
         "warmup": plan.warmup,
         "timeout_s": options.timeout,
+        "processes": plan.processes,
+        "idempotent": plan.idempotent,
         "api_key": options.api_key is not None,
         "order": "sequential: one store at a time, in the order given",
     }
 
 
-async def _choose_stores(
-    client: httpx.AsyncClient, wanted: list[str] | None, console: Console
-) -> list[str]:
+async def _choose_stores(client: Client, wanted: list[str] | None, console: Console) -> list[str]:
     try:
         enabled = await enabled_stores(client)
-    except (httpx.HTTPError, ValueError, RuntimeError) as exc:
-        raise BenchError(f"cannot reach the service's /readyz at {client.base_url}: {exc}") from exc
+    except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise BenchError(
+            f"cannot reach the service's /readyz at {client.target.base_url}: {reason}"
+        ) from exc
     stores = list(enabled) if wanted is None else wanted
     unknown = [store for store in stores if store not in enabled]
     if unknown:
@@ -106,9 +110,9 @@ async def bench(
     run_id = new_run_id()
     async with make_client(
         options.url, plan.concurrency, options.api_key, options.timeout
-    ) as clients:
-        stores = await _choose_stores(clients.main, options.stores, console)
-        version = await service_version(clients.main)
+    ) as client:
+        stores = await _choose_stores(client, options.stores, console)
+        version = await service_version(client)
         figures: list[dict[str, Any]] = []
         verdicts = []
         progress = Progress(
@@ -131,17 +135,19 @@ async def bench(
                 task = tasks[store]
                 errors = 0
 
-                def tick(sample: Sample, task: TaskID = task) -> None:
+                def tick(done: int, failed: int, task: TaskID = task) -> None:
                     nonlocal errors
-                    if sample.outcome in ("rejected", "unknown"):
-                        errors += 1
-                    progress.update(task, advance=1, errors=errors)
+                    errors += failed
+                    progress.update(task, advance=done, errors=errors)
 
                 ids = key_ids(run_id, store, plan.keys)
-                run = await run_store(clients, store, plan, ids, tick)
+                run = await run_store(client, store, plan, ids, tick)
                 progress.update(task, total=len(run.samples), completed=len(run.samples))
                 verdict = judge(
-                    key_outcomes(run.samples, run.key_ids, run.finals), plan.by, plan.cap
+                    key_outcomes(run.samples, run.key_ids, run.finals),
+                    plan.by,
+                    plan.cap,
+                    exact=plan.idempotent,
                 )
                 verdicts.append(verdict)
                 figures.append(report.store_figures(run, verdict))
@@ -172,7 +178,8 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> int:
         # Piped or redirected: rich would wrap the table at 80 columns and abbreviate it.
         out = Console(width=160)
     try:
-        return asyncio.run(bench(options, out, Console(stderr=True)))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(bench(options, out, Console(stderr=True)))
     except BenchError as exc:
         out.print(f"[bold red]cannot run:[/] {exc}", highlight=False)
         return EXIT_CANNOT_RUN

@@ -5,6 +5,11 @@ A counter is correct when every acknowledged increment is in the final value exa
 (no duplicates), and with a cap nothing passes it (no overshoot) nor is refused below it
 (capped early). Requests with no definite outcome (5xx, timeouts) may or may not have been
 applied: they widen the accepted range and make the verdict "inconclusive", never "lost".
+
+With `exact` (`bench --idempotent`: every request carries an Idempotency-Key and is retried
+with it until it has a definite answer), there is no range: the final value must equal the
+acknowledged increments exactly, and a request still unanswered after its retries is a
+violation ("unresolved"), so the verdict is "correct" or "incorrect".
 """
 
 from collections import Counter
@@ -19,6 +24,7 @@ EXTRA = "extra increments"
 DUPLICATES = "duplicates"
 OVERSHOOT = "overshoot"
 CAPPED_EARLY = "capped early"
+UNRESOLVED = "unresolved"
 
 Status = Literal["correct", "incorrect", "inconclusive"]
 
@@ -75,7 +81,9 @@ def key_outcomes(
     ]
 
 
-def check_key(outcome: KeyOutcome, by: int, cap: int | None) -> list[Violation]:
+def check_key(
+    outcome: KeyOutcome, by: int, cap: int | None, exact: bool = False
+) -> list[Violation]:
     """Every rule one key breaks; see the module docstring."""
     found: list[Violation] = []
     key, successes = outcome.key, len(outcome.ok_values)
@@ -83,8 +91,15 @@ def check_key(outcome: KeyOutcome, by: int, cap: int | None) -> list[Violation]:
     def violation(kind: str, detail: str) -> None:
         found.append(Violation(kind, key, detail))
 
+    if exact and outcome.unknown:
+        violation(
+            UNRESOLVED,
+            f"{outcome.unknown} requests still had no definite answer after retrying "
+            "with the same Idempotency-Key",
+        )
     if outcome.final is not None:
-        # Each success added `by`; each unknown added `by` or nothing.
+        # Each success added `by`; each unknown added `by` or nothing. With `exact` an unknown
+        # is already a violation, and without any the range is one value.
         low, high = successes * by, (successes + outcome.unknown) * by
         if outcome.final < low:
             violation(
@@ -139,12 +154,12 @@ def check_key(outcome: KeyOutcome, by: int, cap: int | None) -> list[Violation]:
     return found
 
 
-def judge(outcomes: Sequence[KeyOutcome], by: int, cap: int | None) -> Verdict:
+def judge(outcomes: Sequence[KeyOutcome], by: int, cap: int | None, exact: bool = False) -> Verdict:
     """The verdict for one store: "incorrect" on any violation, else "inconclusive" or "correct"."""
-    violations = [found for outcome in outcomes for found in check_key(outcome, by, cap)]
+    violations = [found for outcome in outcomes for found in check_key(outcome, by, cap, exact)]
     notes: list[str] = []
     unknown = sum(outcome.unknown for outcome in outcomes)
-    if unknown:
+    if unknown and not exact:
         keys = sum(1 for outcome in outcomes if outcome.unknown)
         notes.append(
             f"{unknown} requests on {keys} keys had no definite outcome (5xx, timeout): "

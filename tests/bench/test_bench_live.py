@@ -223,3 +223,65 @@ def test_bench_catches_the_broken_store_without_a_cap(broken_service: str, tmp_p
         "8",
     )
     assert code == 0
+
+
+def test_bench_from_two_processes_merges_their_samples_exactly(
+    every_store: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    url, _ = every_store
+    code, doc = bench(
+        url, tmp_path, "--stores", "sqlite,redis", "--requests", str(REQUESTS),
+        "--concurrency", "8", "--processes", "2", "--keys", "3", "--warmup", "10",
+    )  # fmt: skip
+
+    assert code == 0, doc.get("stores")
+    assert doc["settings"]["processes"] == 2
+    for figures in doc["stores"]:
+        check_figures(figures, REQUESTS)
+        assert figures["ok"] == REQUESTS
+        assert sum(key["final"] for key in figures["keys"]) == REQUESTS
+        assert figures["verdict"]["status"] == "correct"
+
+
+@pytest.fixture(scope="module")
+def flaky_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("flaky-service")
+    service = ServiceProcess(workdir, {}, target="tests.bench.flaky_service:create_flaky_app")
+    service.start()
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+def test_idempotent_bench_retries_landed_503s_and_expects_the_exact_count(
+    flaky_service: str, tmp_path: Path
+) -> None:
+    code, doc = bench(
+        flaky_service, tmp_path, "--stores", "flaky", "--requests", "200",
+        "--concurrency", "8", "--idempotent", "--processes", "2",
+    )  # fmt: skip
+
+    assert code == 0, doc.get("stores")
+    assert doc["settings"]["idempotent"] is True
+    [figures] = doc["stores"]
+    # A quarter of first attempts answered 503 after landing; each retry got the record.
+    assert figures["retries"] >= 40
+    assert (figures["ok"], figures["error_count"]) == (200, 0)
+    assert figures["keys"][0]["final"] == 200
+    assert figures["verdict"]["status"] == "correct"
+
+
+def test_without_idempotency_keys_the_same_503s_are_only_inconclusive(
+    flaky_service: str, tmp_path: Path
+) -> None:
+    code, doc = bench(
+        flaky_service, tmp_path, "--stores", "flaky", "--requests", "200", "--concurrency", "8"
+    )
+
+    assert code == 3
+    [figures] = doc["stores"]
+    # The 503s did land, but without a key the client cannot know: the range stays open.
+    assert (figures["ok"], figures["errors"]) == (150, {"503": 50})
+    assert figures["keys"][0]["final"] == 200
+    assert figures["verdict"]["status"] == "inconclusive"

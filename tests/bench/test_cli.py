@@ -48,6 +48,7 @@ def test_a_run_without_a_bound_is_refused_and_says_why() -> None:
         (["--max", "5"], "--max is only used with --conditional"),
         (["--by", "0"], "must be at least 1"),
         (["--url", "ftp://x"], "not an http(s) URL"),
+        (["--processes", "65"], "--processes cannot exceed --concurrency"),
     ],
 )
 def test_inconsistent_options_are_refused(

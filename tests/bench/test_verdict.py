@@ -10,6 +10,7 @@ from app.bench.verdict import (
     EXTRA,
     LOST,
     OVERSHOOT,
+    UNRESOLVED,
     KeyOutcome,
     check_key,
     judge,
@@ -130,3 +131,27 @@ def test_a_plan_needs_a_bound() -> None:
     with pytest.raises(ValueError, match="bound"):
         LoadPlan(requests=None, duration=None, concurrency=4)
     assert LoadPlan(requests=None, duration=1.0, concurrency=4).duration == 1.0
+
+
+def test_exact_mode_has_no_inconclusive_verdict() -> None:
+    settled = KeyOutcome("k", ok_values=(1, 2, 3), final=3)
+    assert judge([settled], by=1, cap=None, exact=True).status == "correct"
+    unresolved = KeyOutcome("k", ok_values=(1, 2), unknown=1, final=3)
+    verdict = judge([unresolved], by=1, cap=None, exact=True)
+    assert (verdict.status, verdict.kinds, verdict.notes) == ("incorrect", [UNRESOLVED], [])
+    # The same outcome without idempotency keys can only be inconclusive.
+    assert judge([unresolved], by=1, cap=None).status == "inconclusive"
+
+
+def test_exact_mode_still_catches_lost_and_extra_increments() -> None:
+    assert kinds_exact(KeyOutcome("k", ok_values=(1, 2, 3), final=2)) == [LOST]
+    assert kinds_exact(KeyOutcome("k", ok_values=(1, 2, 3), final=4)) == [EXTRA]
+
+
+def kinds_exact(outcome: KeyOutcome) -> list[str]:
+    return sorted({violation.kind for violation in check_key(outcome, 1, None, exact=True)})
+
+
+def test_a_plan_splits_no_finer_than_one_connection_per_process() -> None:
+    with pytest.raises(ValueError, match="processes"):
+        LoadPlan(requests=10, duration=None, concurrency=2, processes=3)

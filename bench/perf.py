@@ -1,0 +1,505 @@
+"""`make bench`: the service's performance as ratios measured within this one run (issue 10).
+
+The machine is shared and noisy, so every figure that matters is a ratio of two loads run
+back to back in this script, alternated over `--rounds`:
+
+1. hot key with group commit on vs off, per store (every local test server that starts);
+2. the service's hot key on DynamoDB Local vs a naive app doing one UpdateItem per request;
+3. the service vs a bare FastAPI app answering the same route shape (redis hot route);
+4. the `atomic-counter bench` client vs wrk on the same route and connections;
+5. start-up time to /readyz 200 with every store, RSS after 100,000 increments over
+   100,000 ids, and p99 at 64 connections vs /healthz's p99.
+
+Load comes from wrk (Debian package), 1 thread, on loopback only; every load is bounded by
+`--seconds` (and the 100,000 increments by count and a time limit). Counters are read back
+after each load and checked against the 200s. Run from the project root:
+`.venv/bin/python bench/perf.py [--seconds 5] [--rounds 2] [--out results/perf]`.
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.*` live beside `app`
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from app.bench.load import new_run_id  # noqa: E402
+from tests.backends import BACKENDS  # noqa: E402
+from tests.bench.service import ServiceProcess  # noqa: E402
+from tests.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+
+CONNECTIONS = 64
+WARMUP_SECONDS = 1.0
+RSS_INCREMENTS = 100_000
+RSS_TIME_LIMIT = 600.0
+
+# wrk reports its figures through this script's done() hook, as one JSON line.
+_WRK_SCRIPT = """
+wrk.method = "{method}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{{"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d}}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+class ReadyService(ServiceProcess):
+    """The service, counted as started only once /readyz answers 200 (every store pinged)."""
+
+    name: ClassVar[str] = "service-readyz"
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+
+class Bench:
+    """The run's shared pieces: the wrk scripts, the console, and every figure for the JSON."""
+
+    def __init__(self, workdir: Path, seconds: float, rounds: int, console: Console) -> None:
+        self.workdir = workdir
+        self.seconds = seconds
+        self.rounds = rounds
+        self.console = console
+        self.results: dict[str, Any] = {}
+        self.run_id = new_run_id()
+        for method in ("POST", "GET"):
+            (workdir / f"{method}.lua").write_text(_WRK_SCRIPT.format(method=method))
+
+    def wrk(self, url: str, seconds: float, method: str = "POST") -> dict[str, Any]:
+        """One bounded wrk load: req/s, p50/p99 in ms, status and socket errors."""
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s",
+             "-s", str(self.workdir / f"{method}.lua"), url],
+            capture_output=True, text=True, check=True, timeout=seconds + 60,
+        ).stdout  # fmt: skip
+        raw = json.loads(out.strip().splitlines()[-1])
+        seconds_run = raw["duration_us"] / 1e6
+        return {
+            "requests": raw["requests"],
+            # Only answered 2xx count: a store that times out would otherwise look fast.
+            "rps": (raw["requests"] - raw["non2xx"]) / seconds_run,
+            "p50_ms": raw["p50_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "non2xx": raw["non2xx"],
+            "errors": raw["errors"],
+        }
+
+    def hot(self, base: str, store: str, label: str) -> dict[str, Any]:
+        """wrk on one fresh hot key of `store` after a warm-up, then the counter checked."""
+        key = f"{self.run_id}-{label}-{store}"
+        self.wrk(f"{base}/{store}/{key}-warmup", WARMUP_SECONDS)
+        figures = self.wrk(f"{base}/{store}/{key}", self.seconds)
+        final = httpx.get(f"{base}/{store}/{key}", timeout=10).json()["counter"]
+        ok = figures["requests"] - figures["non2xx"]
+        # Every 200 is one increment; requests wrk abandons when its time is up (at most
+        # one per connection) and socket errors may have been applied too.
+        correct = ok <= final <= ok + figures["errors"] + CONNECTIONS
+        figures["verdict"] = "correct" if correct else f"INCORRECT: {ok} ok, final {final}"
+        return figures
+
+    def alternate(
+        self, loads: dict[str, Callable[[int], dict[str, Any]]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each load once per round, in turn, so slow spells of the machine hit all alike."""
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in loads}
+        for round_ in range(self.rounds):
+            for name, load in loads.items():
+                runs[name].append(load(round_))
+        return runs
+
+    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        table = Table(title=title, title_justify="left")
+        for index, name in enumerate(columns):
+            table.add_column(name, justify="left" if index == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        self.console.print(table)
+
+
+def median(runs: list[dict[str, Any]], field: str) -> float:
+    return float(statistics.median(run[field] for run in runs))
+
+
+def verdicts(runs: list[dict[str, Any]]) -> str:
+    found = {run.get("verdict", "correct") for run in runs}
+    verdict = "correct" if found == {"correct"} else "; ".join(sorted(found - {"correct"}))
+    failed = sum(run.get("non2xx", 0) + run.get("errors", 0) for run in runs)
+    return f"{verdict} ({failed:,} non-2xx or socket errors)" if failed else verdict
+
+
+def group_commit_per_store(bench: Bench, on: str, off: str, stores: list[str]) -> None:
+    rows = []
+    figures: dict[str, Any] = {}
+    for store in stores:
+        # A first, untimed load per store and service: the emulators' JVM and Python servers
+        # are much slower on their first seconds of work than afterwards.
+        for base in (off, on):
+            bench.wrk(f"{base}/{store}/{bench.run_id}-first-warmup", 2 * WARMUP_SECONDS)
+        runs = bench.alternate(
+            {
+                "off": lambda r, s=store: bench.hot(off, s, f"gc-off-{r}"),
+                "on": lambda r, s=store: bench.hot(on, s, f"gc-on-{r}"),
+            }
+        )
+        off_rps, on_rps = median(runs["off"], "rps"), median(runs["on"], "rps")
+        figures[store] = {"off_rps": off_rps, "on_rps": on_rps, "ratio": on_rps / off_rps}
+        rows.append(
+            [store, f"{off_rps:,.0f}", f"{on_rps:,.0f}", f"{on_rps / off_rps:.2f}",
+             f"{median(runs['off'], 'p99_ms'):.1f}", f"{median(runs['on'], 'p99_ms'):.1f}",
+             verdicts(runs["off"] + runs["on"])]
+        )  # fmt: skip
+    bench.results["group_commit"] = figures
+    bench.table(
+        "1. One hot key, group commit off vs on (GROUP_COMMIT), wrk 64 connections",
+        ["store", "off req/s", "on req/s", "on ÷ off", "off p99 ms", "on p99 ms", "verdict"],
+        rows,
+    )
+
+
+def dynamo_vs_naive(bench: Bench, on: str, naive: str) -> None:
+    runs = bench.alternate(
+        {
+            "naive": lambda r: bench.hot(naive, "dynamo", f"naive-{r}"),
+            "service": lambda r: bench.hot(on, "dynamo", f"service-{r}"),
+        }
+    )
+    naive_rps, service_rps = median(runs["naive"], "rps"), median(runs["service"], "rps")
+    bench.results["dynamo_vs_naive"] = {
+        "naive_rps": naive_rps,
+        "service_rps": service_rps,
+        "ratio": service_rps / naive_rps,
+    }
+    bench.table(
+        "2. DynamoDB Local, one hot key: the service vs one UpdateItem per request (goal ≥ 4x)",
+        ["app", "req/s", "p99 ms", "verdict"],
+        [
+            ["naive (UpdateItem per request)", f"{naive_rps:,.0f}",
+             f"{median(runs['naive'], 'p99_ms'):.1f}", verdicts(runs["naive"])],
+            ["service (group commit)", f"{service_rps:,.0f}",
+             f"{median(runs['service'], 'p99_ms'):.1f}", verdicts(runs["service"])],
+            ["service ÷ naive", f"{service_rps / naive_rps:.2f}", "", ""],
+        ],
+    )  # fmt: skip
+
+
+def service_vs_bare(bench: Bench, on: str, bare: str) -> None:
+    runs = bench.alternate(
+        {
+            "bare": lambda r: bench.hot(bare, "redis", f"bare-{r}"),
+            "service": lambda r: bench.hot(on, "redis", f"vs-bare-{r}"),
+        }
+    )
+    bare_rps, service_rps = median(runs["bare"], "rps"), median(runs["service"], "rps")
+    bench.results["service_vs_bare"] = {
+        "bare_rps": bare_rps,
+        "service_rps": service_rps,
+        "ratio": service_rps / bare_rps,
+    }
+    bench.table(
+        "3. POST /redis/{hot id}: the service vs a bare FastAPI app of the same route shape",
+        ["app", "req/s", "p99 ms", "verdict"],
+        [
+            ["bare FastAPI (dict, no store)", f"{bare_rps:,.0f}",
+             f"{median(runs['bare'], 'p99_ms'):.1f}", verdicts(runs["bare"])],
+            ["service (redis)", f"{service_rps:,.0f}",
+             f"{median(runs['service'], 'p99_ms'):.1f}", verdicts(runs["service"])],
+            ["service ÷ bare", f"{service_rps / bare_rps:.2f}", "", ""],
+        ],
+    )  # fmt: skip
+
+
+def bench_client(
+    bench: Bench, base: str, store: str, round_: int, processes: int
+) -> dict[str, Any]:
+    out = bench.workdir / f"client-{processes}-{round_}"
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--url", base, "--stores", store,
+         "--duration", f"{bench.seconds:g}s", "--requests", "10000000",
+         "--concurrency", str(CONNECTIONS), "--processes", str(processes),
+         "--warmup", "200", "--out", str(out)],
+        cwd=ROOT, capture_output=True, check=False, timeout=bench.seconds + 120,
+    )  # fmt: skip
+    [figures] = json.loads((out / "results.json").read_text())["stores"]
+    return {
+        "rps": figures["ok"] / figures["elapsed_s"],
+        "p99_ms": figures["latency_ms"]["p99"],
+        "verdict": figures["verdict"]["status"],
+    }
+
+
+def client_vs_wrk(bench: Bench, on: str) -> None:
+    loads: dict[str, Callable[[int], dict[str, Any]]] = {
+        "wrk": lambda r: bench.hot(on, "redis", f"wrk-{r}"),
+        "bench": lambda r: bench_client(bench, on, "redis", r, 1),
+        "bench --processes 2": lambda r: bench_client(bench, on, "redis", r, 2),
+    }
+    runs = bench.alternate(loads)
+    wrk_rps = median(runs["wrk"], "rps")
+    bench.results["client_vs_wrk"] = {
+        name: {"rps": median(found, "rps"), "ratio": median(found, "rps") / wrk_rps}
+        for name, found in runs.items()
+    }
+    bench.table(
+        f"4. POST /redis/{{hot id}}, {CONNECTIONS} connections: atomic-counter bench vs wrk "
+        "(goal ≥ 0.8x)",
+        ["client", "req/s", "÷ wrk", "p99 ms", "verdict"],
+        [
+            [name, f"{median(found, 'rps'):,.0f}", f"{median(found, 'rps') / wrk_rps:.2f}",
+             f"{median(found, 'p99_ms'):.1f}", verdicts(found)]
+            for name, found in runs.items()
+        ],
+    )  # fmt: skip
+
+
+async def _increments(base: str, store: str, count: int, prefix: str) -> int:
+    """`count` POSTs, each to an id of its own, 64 at a time; the number answered 200."""
+    ok = 0
+    issued = 0
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal ok, issued
+            while issued < count:
+                issued += 1
+                async with session.post(f"{base}/{store}/{prefix}-{issued}") as response:
+                    await response.read()
+                    ok += response.status == 200
+
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(CONNECTIONS))), RSS_TIME_LIMIT
+        )
+    return ok
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def footprint(bench: Bench, settings: dict[str, object], stores: list[str]) -> None:
+    service = ReadyService(bench.workdir / "footprint", settings | {"group_commit": True})
+    started = time.monotonic()
+    service.start()
+    ready_s = time.monotonic() - started
+    try:
+        pid = service.pid
+        rss_start = rss_mb(pid)
+        ok = asyncio.run(_increments(service.url, "redis", RSS_INCREMENTS, f"{bench.run_id}-rss"))
+        rss_after = rss_mb(pid)
+        runs = bench.alternate(
+            {
+                "healthz": lambda r: bench.wrk(f"{service.url}/healthz", bench.seconds, "GET"),
+                "increment": lambda r: bench.hot(service.url, "redis", f"p99-{r}"),
+            }
+        )
+    finally:
+        service.stop()
+    healthz_p99, increment_p99 = (
+        median(runs["healthz"], "p99_ms"),
+        median(runs["increment"], "p99_ms"),
+    )
+    bench.results["footprint"] = {
+        "stores": stores,
+        "ready_s": ready_s,
+        "rss_mb_at_start": rss_start,
+        "rss_mb_after_increments": rss_after,
+        "increments": RSS_INCREMENTS,
+        "increments_ok": ok,
+        "healthz_p99_ms": healthz_p99,
+        "increment_p99_ms": increment_p99,
+        "p99_ratio": increment_p99 / healthz_p99,
+    }
+    bench.table(
+        f"5. Start-up and footprint ({len(stores)} stores: {', '.join(stores)})",
+        ["figure", "value", "goal"],
+        [
+            ["process start → /readyz 200", f"{ready_s:.2f} s", "≤ 2 s"],
+            ["RSS when ready", f"{rss_start:.0f} MB", ""],
+            [f"RSS after {RSS_INCREMENTS:,} increments over as many ids (redis)",
+             f"{rss_after:.0f} MB ({ok:,} answered 200)", "≤ 150 MB"],
+            [f"p99, POST /redis/{{hot id}}, {CONNECTIONS} connections",
+             f"{increment_p99:.1f} ms", ""],
+            [f"p99, GET /healthz, {CONNECTIONS} connections", f"{healthz_p99:.1f} ms", ""],
+            ["p99 ÷ /healthz p99", f"{increment_p99 / healthz_p99:.2f}", "≤ 2"],
+        ],
+    )  # fmt: skip
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """perf.png: each ratio as bars, the goal as a dashed line where the issue sets one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if "group_commit" in results:
+        found = results["group_commit"]
+        panels.append(
+            (
+                "1. hot key, group commit on ÷ off",
+                list(found),
+                [found[store]["ratio"] for store in found],
+                None,
+            )
+        )
+    pairs = [
+        ("dynamo_vs_naive", "2. DynamoDB Local: service ÷ naive", "service ÷ naive", 4.0),
+        ("service_vs_bare", "3. redis hot route: service ÷ bare FastAPI", "service ÷ bare", 0.6),
+    ]
+    for name, title, label, goal in pairs:
+        if name in results:
+            panels.append((title, [label], [results[name]["ratio"]], goal))
+    if "client_vs_wrk" in results:
+        found = results["client_vs_wrk"]
+        panels.append(
+            ("4. bench client ÷ wrk", list(found), [found[name]["ratio"] for name in found], 0.8)
+        )
+    if not panels:
+        return
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, names, ratios, goal) in zip(axes[0], panels, strict=True):
+        bars = ax.bar(names, ratios, color="#1565c0")
+        for bar, ratio in zip(bars, ratios, strict=True):
+            ax.annotate(
+                f"{ratio:.2f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        if goal is not None:
+            ax.axhline(goal, linestyle="--", color="#c62828", label=f"goal {goal:g}")
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.margins(y=0.2)
+        ax.grid(True, axis="y", alpha=0.3)
+    figure.suptitle("make bench: ratios within one run (2-core machine, shared)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def start_servers(
+    workdir: Path, console: Console
+) -> tuple[list[LocalServer], dict[str, object], list[str]]:
+    started: list[LocalServer] = []
+    settings: dict[str, object] = {}
+    enabled: list[str] = []
+    for backend in BACKENDS:
+        server = None
+        if backend.server is not None:
+            server = backend.server(workdir / backend.name)
+            try:
+                server.start()
+            except ServerUnavailable as exc:
+                console.print(f"[yellow]skipping {backend.name}[/]: {exc}")
+                continue
+            started.append(server)
+        settings |= backend.settings(server, workdir)
+        enabled.append(backend.name)
+    return started, settings, enabled
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations per ratio (default 2)")
+    parser.add_argument(
+        "--log-level", default="INFO", help="the services' LOG_LEVEL (default INFO)"
+    )
+    parser.add_argument("--out", type=Path, help="also write perf.json there")
+    parser.add_argument(
+        "--sections", default="1,2,3,4,5", help="which of the five to run (default all)"
+    )
+    args = parser.parse_args()
+    sections = {int(part) for part in args.sections.split(",") if part.strip()}
+    if shutil.which("wrk") is None:
+        print(
+            "wrk is not installed (apt-get install wrk): it is the reference load", file=sys.stderr
+        )
+        return 2
+    console = Console(width=max(Console().width, 130))
+    console.print(
+        f"wrk -t1 -c{CONNECTIONS}, {args.seconds:g} s per load after {WARMUP_SECONDS:g} s "
+        f"warm-up on a key of its own, medians of {args.rounds} alternated rounds, "
+        f"LOG_LEVEL={args.log_level}. Client, service and datastores share this machine."
+    )
+    with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
+        workdir = Path(tmp)
+        bench = Bench(workdir, args.seconds, args.rounds, console)
+        started, settings, stores = start_servers(workdir, console)
+        settings["log_level"] = args.log_level
+        try:
+            services = {
+                "on": ServiceProcess(workdir / "gc-on", settings | {"group_commit": True}),
+                "off": ServiceProcess(workdir / "gc-off", settings | {"group_commit": False}),
+                "bare": ServiceProcess(
+                    workdir / "bare", {}, target="bench.baselines:create_bare_app"
+                ),
+            }
+            if "dynamo" in stores:
+                services["naive"] = ServiceProcess(
+                    workdir / "naive", settings, target="bench.baselines:create_naive_dynamo_app"
+                )
+            for service in services.values():
+                service.start()
+                started.append(service)
+            urls = {name: service.url for name, service in services.items()}
+            if 1 in sections:
+                group_commit_per_store(bench, urls["on"], urls["off"], stores)
+            if 2 in sections and "naive" in urls:
+                dynamo_vs_naive(bench, urls["on"], urls["naive"])
+            if 3 in sections and "redis" in stores:
+                service_vs_bare(bench, urls["on"], urls["bare"])
+            if 4 in sections and "redis" in stores:
+                client_vs_wrk(bench, urls["on"])
+            for name in ("on", "off", "bare", "naive"):
+                if name in services:
+                    services[name].stop()  # idle services would skew the footprint's figures
+            if 5 in sections and "redis" in stores:
+                footprint(bench, settings, stores)
+        finally:
+            for server in reversed(started):
+                server.stop()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "perf.json").write_text(json.dumps(bench.results, indent=2) + "\n")
+        write_chart(bench.results, args.out / "perf.png")
+        console.print(f"wrote {args.out / 'perf.json'} and {args.out / 'perf.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
