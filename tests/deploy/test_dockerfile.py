@@ -224,3 +224,14 @@ def test_the_image_command_serves_healthz_on_port_or_uvicorn_port(
     dead = {name: str(_free_port()) for name in port_env}
     result = subprocess.run([sys.executable, *check[1:]], env=dead, capture_output=True)
     assert result.returncode != 0
+
+
+def test_the_documentdb_ca_path_in_the_deploy_guide_is_where_the_image_puts_the_bundle() -> None:
+    guide = (ROOT / "deploy" / "ecs" / "README.md").read_text()
+    (ca_file,) = set(re.findall(r"tlsCAFile=([^&\"\s]+)", guide))
+    copies = [i.args.split() for i in final_stage().all("COPY")]
+    destinations = {args[-1].rstrip("/"): args[0] for args in copies if len(args) == 2}
+    source = destinations.get(str(Path(ca_file).parent))
+    assert source == "deploy/ca/", f"{ca_file} is not in a directory the image gets from deploy/ca/"
+    # ...and the guide tells the deployer to put the bundle there before building.
+    assert f"deploy/ca/{Path(ca_file).name}" in guide
