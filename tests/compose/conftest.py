@@ -1,4 +1,4 @@
-"""docker-compose.yml brought up once per session on a local dockerd, and torn down after.
+"""docker-compose.yml brought up once for the compose tests on a local dockerd, torn down after.
 
 Upstream images no registry serves here are replaced by local stand-ins through the
 compose file's image variables (scripts/build-stand-ins.sh builds them once per machine;
@@ -49,7 +49,7 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_host() -> Iterator[DockerHost]:
     try:
         host = DockerHost.ensure(ROOT / ".cache" / "docker")
@@ -65,7 +65,7 @@ def docker_host() -> Iterator[DockerHost]:
         assert not {n for n in after.links - before.links if n.startswith(("docker0", "br-"))}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stand_ins(docker_host: DockerHost) -> dict[str, str]:
     """The compose image variables (PYTHON_IMAGE=..., REDIS_IMAGE=...) naming the stand-ins."""
     result = subprocess.run(
@@ -131,7 +131,7 @@ class Stack:
         return value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(docker_host: DockerHost, stand_ins: dict[str, str]) -> Iterator[Stack]:
     ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
     env = os.environ | stand_ins | ports

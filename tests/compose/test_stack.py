@@ -1,7 +1,8 @@
 """`docker compose up` as a user runs it: the image builds, all six stores count through the
 app container, named volumes keep their counts across down/up, the app stops cleanly.
 
-The tests run in file order and share one stack; the last one stops the app.
+The tests run in file order and share one stack (module-scoped: it is gone before the
+other suites run); the last one stops the app.
 """
 
 import asyncio
