@@ -5,7 +5,8 @@
 #
 # Plain Dockerfile syntax only (no `# syntax=` frontend, no RUN --mount): it builds the
 # same with the classic builder (DOCKER_BUILDKIT=0, or Compose without buildx) and with
-# BuildKit, and pulls nothing but the base image. app.server listens on PORT (or
+# BuildKit, whose only image pull is the base (no frontend image). It fetches from PyPI and
+# Debian's mirror: build on the host network. app.server listens on PORT (or
 # UVICORN_PORT; 8000 when neither is set), on all interfaces (HOST, set below).
 
 # Pinned by Python version and Debian codename. Builder and runtime share it: the

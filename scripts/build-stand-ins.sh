@@ -6,8 +6,9 @@
 #
 # Each stand-in is tagged atomic-counter-stand-in/<name>:<STAMP> and is built once per
 # machine: an image that is already there is kept (dockerd's own store is the cache), and
-# the debootstrap root filesystem under .cache/stand-ins is kept too. Bump STAMP to
-# rebuild them all. The output lines are the compose file's image variables
+# the debootstrap root filesystem under .cache/stand-ins is kept too. STAMP is a hash of
+# this script and of everything the stand-ins are built from, so a change to any of them
+# builds new ones. The output lines are the compose file's image variables
 # (PYTHON_IMAGE, REDIS_IMAGE, ...), ready for `env` or an --env-file.
 #
 # Builds use the host network (apt and pip need the registries); nothing here starts a
@@ -16,7 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DOCKER=${DOCKER:-docker}
-STAMP=2026.11.1
+STAMP=$(cat scripts/build-stand-ins.sh deploy/compose/stand-ins/*/* tests/servers/momento_fake.py \
+  | sha256sum | cut -c1-12)
+ROOTFS_VERSION=1  # bump after changing rootfs_tar() or PYTHON_LIBS: debootstrap runs again
 PREFIX=atomic-counter-stand-in
 CACHE=.cache/stand-ins
 SUITE=bookworm
@@ -41,7 +44,7 @@ mirror() {
 
 rootfs_tar() {
   # A minbase Debian with the libraries CPython needs, trimmed like the -slim images.
-  local tar=$CACHE/$SUITE-rootfs-$STAMP.tar
+  local tar=$CACHE/$SUITE-rootfs-$ROOTFS_VERSION.tar
   if [ ! -s "$tar" ]; then
     command -v debootstrap >/dev/null || {
       say "apt-get install debootstrap"
@@ -117,6 +120,10 @@ build() {
   DOCKER_BUILDKIT=0 "$DOCKER" build -q --network host --build-arg "BASE=$base" -t "$image" "$ctx" >/dev/null
   rm -rf "$ctx"
 }
+
+# Stand-ins of an earlier STAMP are no longer used by anything.
+"$DOCKER" images --format '{{.Repository}}:{{.Tag}}' | grep "^$PREFIX/" | grep -v ":$STAMP\$" \
+  | xargs -r "$DOCKER" rmi >/dev/null || true
 
 DEBIAN=$(tag debian)
 PYTHON312=$(tag python-3.12)
