@@ -47,6 +47,8 @@ RUN find . -name '*.so' -exec strip --strip-unneeded {} + \
 # --- runtime ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
+# Declared again: an ARG from before FROM is not visible inside a stage.
+ARG PYTHON_IMAGE
 ARG VERSION=0.0.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="atomic-counter" \

@@ -6,6 +6,7 @@ other suites run); the last one stops the app.
 """
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -88,20 +89,23 @@ def test_the_image_builds_with_buildkit_too_and_stays_under_200_mb(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    labels = subprocess.run(
-        [
-            docker_host.docker,
-            "image",
-            "inspect",
-            "atomic-counter:buildkit-test",
-            "--format",
-            "{{json .Config.Labels}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "org.opencontainers.image.title" in labels
+    labels = json.loads(
+        subprocess.run(
+            [
+                docker_host.docker,
+                "image",
+                "inspect",
+                "atomic-counter:buildkit-test",
+                "--format",
+                "{{json .Config.Labels}}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert labels["org.opencontainers.image.title"] == "atomic-counter"
+    assert labels["org.opencontainers.image.base.name"] == stack.env["PYTHON_IMAGE"]
 
 
 def test_every_store_counts_through_the_app_container(stack: Stack) -> None:
