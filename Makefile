@@ -14,9 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 
-# Pinned runtime dependencies, then the project itself (editable, no re-resolution).
-$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+# Hashed runtime and bench locks (scripts/lock.sh), then the project itself (editable,
+# no re-resolution).
+$(VENV)/.installed: requirements.lock requirements-bench.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes \
+		-r requirements.lock -r requirements-bench.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -29,9 +31,11 @@ run: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app.server
 
 # Servers are started by the tests themselves (tests/servers/) on loopback ports of
-# their own and stopped when the session ends, whatever its outcome.
+# their own and stopped when the session ends, whatever its outcome. The compose tests
+# (tests/compose/) start dockerd if none runs, and stop only the one they started.
 test: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
+	scripts/install-docker.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,6 +1,7 @@
 """The CloudFormation template: cfn-lint clean, and it wires the service the way the issue asks."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import DASHBOARD, TEMPLATE
+from app.server import GRACEFUL_SHUTDOWN_SECONDS, KEEP_ALIVE_SECONDS
+from tests.deploy import dockerfile
+from tests.deploy.conftest import DASHBOARD, DOCKERFILE, ROOT, TEMPLATE
 from tests.deploy.test_task_definition import FARGATE_SIZES
 
 pytestmark = pytest.mark.deploy
@@ -75,16 +78,229 @@ def test_table_is_on_demand_and_the_task_role_reaches_only_that_table(
         assert all(a.startswith("dynamodb:") and "*" not in a for a in statement["Action"])
 
 
-def test_execution_role_reads_only_the_named_secret(template: dict[str, Any]) -> None:
-    role = template["Resources"]["ExecutionRole"]["Properties"]
-    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    assert statements == [
-        {
-            "Effect": "Allow",
-            "Action": "secretsmanager:GetSecretValue",
-            "Resource": {"Ref": "AppSecretArn"},
-        }
+def statements_of(role: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of a role's inline policies, both branches of an Fn::If included."""
+    found: list[dict[str, Any]] = []
+    for policy in role["Properties"]["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                found += [s for s in statement["Fn::If"][1:] if "Effect" in s]
+            else:
+                found.append(statement)
+    return found
+
+
+def test_execution_role_is_inline_and_reaches_only_its_repository_log_group_and_secret(
+    template: dict[str, Any],
+) -> None:
+    role = template["Resources"]["ExecutionRole"]
+    # The managed AmazonECSTaskExecutionRolePolicy allows any repository and log group.
+    assert "ManagedPolicyArns" not in role["Properties"]
+    by_action: dict[str, Any] = {}
+    for statement in statements_of(role):
+        actions = statement["Action"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            assert "*" not in action, action
+            by_action[action] = statement["Resource"]
+    wildcard = {a for a, r in by_action.items() if r == "*"}
+    assert wildcard == {"ecr:GetAuthorizationToken"}, "only the registry login is unscoped"
+    for pull in ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]:
+        assert "repository/${ImageRepositoryName}" in by_action[pull]["Fn::Sub"], pull
+    assert by_action["logs:PutLogEvents"] == {"Fn::GetAtt": ["LogGroup", "Arn"]}
+    assert by_action["secretsmanager:GetSecretValue"] == {"Ref": "AppSecretArn"}
+
+
+def test_execution_role_decrypts_a_customer_key_secret_only_through_secrets_manager(
+    template: dict[str, Any],
+) -> None:
+    statements = [
+        s
+        for p in template["Resources"]["ExecutionRole"]["Properties"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        if "Fn::If" in s
     ]
+    (conditional,) = statements
+    condition, kms, otherwise = conditional["Fn::If"]
+    assert condition == "HasSecretKmsKey"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert kms["Action"] == "kms:Decrypt"
+    assert kms["Resource"] == {"Ref": "SecretKmsKeyArn"}
+    via = kms["Condition"]["StringEquals"]["kms:ViaService"]
+    assert "secretsmanager." in via["Fn::Sub"]
+
+
+def alb_attributes(template: dict[str, Any]) -> dict[str, Any]:
+    attributes = one(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")[
+        "LoadBalancerAttributes"
+    ]
+    return {a["Key"]: a["Value"] for a in attributes if "Key" in a}
+
+
+def test_alb_idle_timeout_is_below_the_server_keep_alive(template: dict[str, Any]) -> None:
+    # The other way round, the server closes a connection the ALB is about to reuse: 502.
+    idle = int(alb_attributes(template)["idle_timeout.timeout_seconds"])
+    assert idle < KEEP_ALIVE_SECONDS, (idle, KEEP_ALIVE_SECONDS)
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids a value depends on: Ref, GetAtt, ${X} in Sub, both branches of If."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "Ref" in value and isinstance(value["Ref"], str):
+            found.add(value["Ref"])
+        if "Fn::GetAtt" in value:
+            found.add(value["Fn::GetAtt"][0])
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)}
+        for item in value.values():
+            found |= references(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= references(item)
+    return found
+
+
+def depends_on(template: dict[str, Any], name: str) -> set[str]:
+    """Every resource `name` is created after, directly or not."""
+    resources_ = template["Resources"]
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        resource = resources_[todo.pop()]
+        explicit = resource.get("DependsOn", [])
+        direct = references(resource) | set([explicit] if isinstance(explicit, str) else explicit)
+        for dep in direct & set(resources_) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_service_is_created_after_every_listener_and_rule_in_front_of_it(
+    template: dict[str, Any],
+) -> None:
+    # Else ECS can meet a target group not yet attached to the load balancer: the
+    # intermittent CREATE_FAILED "... does not have an associated load balancer".
+    after = depends_on(template, "Service")
+    fronting = set(resources(template, "AWS::ElasticLoadBalancingV2::Listener")) | set(
+        resources(template, "AWS::ElasticLoadBalancingV2::ListenerRule")
+    )
+    assert fronting <= after, fronting - after
+
+
+def test_one_port_80_listener_whose_action_depends_on_the_certificate(
+    template: dict[str, Any],
+) -> None:
+    # Two conditional port-80 listeners make a certificate change create the new one
+    # before deleting the old: "a listener already exists on this port".
+    port80 = {
+        name: r
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener" and r["Properties"]["Port"] == 80
+    }
+    assert len(port80) == 1, sorted(port80)
+    (listener,) = port80.values()
+    assert "Condition" not in listener
+    condition, with_cert, without = listener["Properties"]["DefaultActions"]["Fn::If"]
+    assert condition == "HasCertificate"
+    assert with_cert[0]["Type"] == "redirect"
+    assert without[0]["Type"] == "forward"
+
+
+def test_metrics_and_readyz_are_not_served_through_the_load_balancer(
+    template: dict[str, Any],
+) -> None:
+    rules = resources(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values()
+    blocked: set[str] = set()
+    for rule in rules:
+        if rule["Actions"][0]["Type"] != "fixed-response":
+            continue
+        # On the listener that forwards: HTTPS with a certificate, HTTP without.
+        assert rule["ListenerArn"] == {
+            "Fn::If": ["HasCertificate", {"Ref": "HttpsListener"}, {"Ref": "HttpListener"}]
+        }
+        assert rule["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
+        for condition in rule["Conditions"]:
+            blocked |= set(condition["PathPatternConfig"]["Values"])
+    assert {"/metrics", "/readyz"} <= blocked
+    # ...and the ALB's own health check is the liveness probe, not /readyz's fan-out.
+    assert (
+        one(template, "AWS::ElasticLoadBalancingV2::TargetGroup")["HealthCheckPath"] == "/healthz"
+    )
+
+
+def test_deployments_watch_5xx_latency_and_health_alarms_and_roll_back(
+    template: dict[str, Any],
+) -> None:
+    alarms = template["Resources"]
+    watched = one(template, "AWS::ECS::Service")["DeploymentConfiguration"]["Alarms"]
+    assert watched["Enable"] is True
+    assert watched["Rollback"] is True
+    names = [ref["Ref"] for ref in watched["AlarmNames"]]
+    metrics = {alarms[n]["Properties"]["MetricName"]: alarms[n]["Properties"] for n in names}
+    assert {
+        "HTTPCode_Target_5XX_Count",
+        "HTTPCode_ELB_5XX_Count",
+        "TargetResponseTime",
+        "UnHealthyHostCount",
+    } <= set(metrics)
+    assert metrics["TargetResponseTime"]["ExtendedStatistic"] == "p99"
+    for props in metrics.values():
+        assert props["Namespace"] == "AWS/ApplicationELB"
+        assert props["TreatMissingData"] == "notBreaching"  # no traffic is not an outage
+
+
+def test_tasks_stop_only_after_the_shutdown_delay_and_graceful_window(
+    template: dict[str, Any], task_definition: dict[str, Any]
+) -> None:
+    (cfn,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    (plain,) = task_definition["containerDefinitions"]
+    for stop_timeout, env in [
+        (cfn["StopTimeout"], {e["Name"]: e["Value"] for e in cfn["Environment"]}),
+        (plain["stopTimeout"], {e["name"]: e["value"] for e in plain["environment"]}),
+    ]:
+        delay = int(env["SHUTDOWN_DELAY_SECONDS"])
+        assert delay > 0, "the ALB needs a moment to stop routing to a task being stopped"
+        assert stop_timeout > delay + GRACEFUL_SHUTDOWN_SECONDS
+        assert stop_timeout <= 120, "Fargate's maximum"
+
+
+def test_table_key_is_the_stores_key_and_no_parameter_can_change_it(
+    template: dict[str, Any],
+) -> None:
+    assert not [p for p in template["Parameters"] if "KeyAttribute" in p]
+    table = one(template, "AWS::DynamoDB::Table")
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    source = (ROOT / "app" / "stores" / "dynamo.py").read_text()
+    assert '_KEY = "id"' in source
+
+
+def test_tasks_run_read_only_as_the_image_user(
+    template: dict[str, Any], task_definition: dict[str, Any]
+) -> None:
+    image_user = dockerfile.parse(DOCKERFILE)[1][-1].all("USER")[-1].args
+    (cfn,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    (plain,) = task_definition["containerDefinitions"]
+    assert cfn["User"] == plain["user"] == image_user
+    assert cfn["ReadonlyRootFilesystem"] is plain["readonlyRootFilesystem"] is True
+    # The one writable path: a task-scoped scratch volume, not the image's filesystem.
+    assert [m["ContainerPath"] for m in cfn["MountPoints"]] == ["/tmp"]  # noqa: S108
+
+
+def test_load_balancer_is_protected_and_the_service_scales(template: dict[str, Any]) -> None:
+    assert alb_attributes(template)["deletion_protection.enabled"] == "true"
+    target = one(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["MinCapacity"] == {"Ref": "DesiredCount"}
+    policy = one(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+
+
+def test_task_egress_is_limited_to_the_ports_it_calls(template: dict[str, Any]) -> None:
+    group = template["Resources"]["ServiceSecurityGroup"]["Properties"]
+    ports = {rule["FromPort"] for rule in group["SecurityGroupEgress"]}
+    assert ports == {443, 4000, 6379, 27017}
+    assert all(rule["IpProtocol"] == "tcp" for rule in group["SecurityGroupEgress"])
 
 
 def test_log_group_has_retention_and_the_container_logs_to_it(template: dict[str, Any]) -> None:
@@ -133,6 +349,7 @@ def test_dashboard_shows_traffic_errors_latency_per_store_and_counter_values(
         "RequestCount",
         "HTTPCode_Target_4XX_Count",
         "HTTPCode_Target_5XX_Count",
+        "HTTPCode_ELB_5XX_Count",
         "TargetResponseTime",
     ]:
         assert ("AWS/ApplicationELB", alb) in names, alb

@@ -1,5 +1,6 @@
 """docker-compose.yml: valid per the Compose spec, and every reference in it resolves."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from app.server import GRACEFUL_SHUTDOWN_SECONDS
 from tests.deploy.conftest import COMPOSE, ROOT
 
 pytestmark = pytest.mark.deploy
@@ -98,3 +100,53 @@ def test_app_is_served_on_localhost_8000(compose: dict[str, Any]) -> None:
     app = compose["services"]["app"]
     assert any(p.endswith(":8000") and "8000" in p for p in app["ports"])
     assert app["build"]["context"] == "."
+
+
+# An upstream image: `${VARIABLE:-name:tag}`, the tag a full version (no `latest`, no
+# minor-only tag that moves under the same name).
+PINNED = re.compile(r"^\$\{[A-Z_]+:-[a-z0-9./-]+:v?\d+\.\d+\.\d+[\w.-]*\}$")
+
+
+def test_every_image_is_pinned_and_can_be_substituted(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build is None:
+            assert PINNED.match(service["image"]), f"{name}: {service['image']}"
+            continue
+        assert build["network"] == "host", f"{name}: builds fetch from the registries"
+        for arg, value in build.get("args", {}).items():
+            assert PINNED.match(value), f"{name}: {arg}={value}"
+        dockerfile = (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).read_text()
+        for default in re.findall(r"^ARG \w+_IMAGE=(\S+)", dockerfile, re.MULTILINE):
+            assert PINNED.match(f"${{X:-{default}}}"), f"{name}'s Dockerfile: {default}"
+
+
+def test_app_stops_only_after_its_shutdown_delay_and_graceful_window(
+    compose: dict[str, Any],
+) -> None:
+    app = compose["services"]["app"]
+    grace = app["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace), grace
+    delay = int(app["environment"].get("SHUTDOWN_DELAY_SECONDS", 0))
+    # compose's default (10 s) would SIGKILL requests still inside the graceful window.
+    assert int(grace[:-1]) > delay + GRACEFUL_SHUTDOWN_SECONDS
+
+
+def test_app_container_is_read_only_without_capabilities(compose: dict[str, Any]) -> None:
+    app = compose["services"]["app"]
+    assert app["read_only"] is True
+    assert app["cap_drop"] == ["ALL"]
+    assert "cap_add" not in app
+    assert any(t.startswith("/tmp") for t in app["tmpfs"])  # noqa: S108  # a tmpfs
+    assert "no-new-privileges:true" in app["security_opt"]
+    assert app["init"] is True
+    # Its one writable mount is the sqlite volume, where SQLITE_PATH points.
+    (volume,) = app["volumes"]
+    assert app["environment"]["SQLITE_PATH"].startswith(volume.split(":")[1] + "/")
+
+
+def test_momento_probe_does_not_need_a_busybox_nc_with_z(compose: dict[str, Any]) -> None:
+    probe = " ".join(compose["services"]["momento-local"]["healthcheck"]["test"])
+    # Debian's busybox nc has no -z; a probe relying on it alone is never healthy there.
+    assert "nc -z" in probe
+    assert "-e /bin/busybox true" in probe

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the compose tests (tests/compose/) need on the machine: dockerd and a
+# docker CLI (Debian's docker.io; its 20.10 client also builds with BuildKit without the
+# buildx plugin), debootstrap and binutils for the stand-in base images, iproute2 to put
+# the network back. Compose v2 itself and hadolint come from PyPI (requirements-test.lock).
+# Idempotent; installing starts no dockerd (the tests start one and stop it).
+set -euo pipefail
+
+say() { printf '[install-docker] %s\n' "$*"; }
+
+need=()
+[ -x /usr/sbin/dockerd ] || command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v strip >/dev/null || need+=(binutils)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing ${need[*]}; run as root or install them yourself" >&2
+    exit 1
+  fi
+  say "apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+say "ready"
