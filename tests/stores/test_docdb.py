@@ -268,10 +268,12 @@ async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
 ) -> None:
     server = servers.dedicated(MongoWireServer)
     token = once()
-    async with open_store(DocumentDbStore, **server.settings(), store_timeout_seconds=1.0) as store:
+    async with open_store(DocumentDbStore, **server.settings(), store_timeout_seconds=10) as store:
         await store.increment(key)  # a pooled connection the paused server still holds
-        with server.paused(), pytest.raises(DocumentDbStore.unavailable_errors):
-            await store.increment_once(key, 1, None, token)
+        # The service's own timeout gives up on the call; the command stays sent.
+        with server.paused(), pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await store.increment_once(key, 1, None, token)
         retried = await store.increment_once(key, 1, None, token)
         assert retried.value == 2
         assert await store.get(key) == 2, "the paused write and its retry counted once"

@@ -291,15 +291,18 @@ async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
     servers: Servers, key: str
 ) -> None:
     server = servers.dedicated(DynamoDbLocalServer)
-    values = server.settings() | {"store_timeout_seconds": 1.0}
+    # A fresh DynamoDB Local can take seconds to create a table on a busy machine.
+    values = server.settings() | {"store_timeout_seconds": 10.0}
     store = DynamoStore.from_settings(make_settings(**values))
     assert store is not None
     token = once()
     try:
         await store.setup()
         await store.increment(key)  # a pooled connection the paused server still holds
-        with server.paused(), pytest.raises(DynamoStore.unavailable_errors):
-            await store.increment_once(key, 1, None, token)
+        # The service's own timeout gives up on the call; the request stays sent.
+        with server.paused(), pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await store.increment_once(key, 1, None, token)
         retried = await store.increment_once(key, 1, None, token)
         assert retried.value == 2
         assert await store.get(key) == 2, "the paused write and its retry counted once"
