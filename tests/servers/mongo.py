@@ -37,7 +37,11 @@ class MongoWireServer(LocalServer):
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&maxPoolSize=4"
 
     def settings(self) -> dict[str, object]:
-        return {"docdb_url": self.url, "docdb_database": self.database}
+        # A database per caller: for any filter beyond `_id` mongoeco reads every document
+        # of the collection, so counters that earlier tests filled with idempotency
+        # records would slow every later test (MongoDB uses the `_id` index for them).
+        database = f"{self.database}_{uuid.uuid4().hex[:8]}"
+        return {"docdb_url": self.url, "docdb_database": database}
 
     def missing(self) -> str | None:
         site = next(VENV.glob("lib/python3.*/site-packages"), None)

@@ -30,17 +30,23 @@ def server(servers: Servers) -> MongoWireServer:
 
 
 @pytest.fixture
-async def store(server: MongoWireServer) -> AsyncIterator[DocumentDbStore]:
-    async with open_store(DocumentDbStore, **server.settings()) as built:
+def settings(server: MongoWireServer) -> dict[str, Any]:
+    """The test's own database on the shared server."""
+    return server.settings()
+
+
+@pytest.fixture
+async def store(settings: dict[str, Any]) -> AsyncIterator[DocumentDbStore]:
+    async with open_store(DocumentDbStore, **settings) as built:
         yield built
 
 
 @pytest.fixture
-async def raw(server: MongoWireServer) -> AsyncIterator[Any]:
+async def raw(server: MongoWireServer, settings: dict[str, Any]) -> AsyncIterator[Any]:
     """The counters collection, read directly with PyMongo."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(server.url)
     try:
-        yield client[server.database]["counters"]
+        yield client[settings["docdb_database"]]["counters"]
     finally:
         await client.close()
 
@@ -209,11 +215,13 @@ class Commands(CommandListener):
 
 
 @pytest.fixture
-async def pruning(server: MongoWireServer) -> AsyncIterator[tuple[DocumentDbStore, Commands]]:
+async def pruning(
+    server: MongoWireServer, settings: dict[str, Any]
+) -> AsyncIterator[tuple[DocumentDbStore, Commands]]:
     """A store that prunes expired records at the first keyed write after they expire."""
     commands = Commands()
     client: AsyncMongoClient[Document] = AsyncMongoClient(server.url, event_listeners=[commands])
-    built = DocumentDbStore(client, server.database, prune_delay_seconds=0)
+    built = DocumentDbStore(client, settings["docdb_database"], prune_delay_seconds=0)
     try:
         yield built, commands
     finally:
