@@ -7,8 +7,17 @@ Amazon DocumentDB needs a URI like
 TLS against Amazon's CA bundle (`tlsCAFile`), and `retryWrites=false` because
 DocumentDB rejects retryable writes (set by default for *.docdb.amazonaws.com hosts).
 Against a single mongod add `directConnection=true`.
+
+Idempotency records live in the counter's own document, `once.<token>` =
+`{v: value produced, c: capped, f: fingerprint, e: expiry epoch s}`, written by the
+same findAndModify as the increment: an update pipeline (MongoDB >= 4.2), because the
+record's value is computed from the counter's. `prune_at` says when the oldest record
+may go: the first keyed write past it also drops every expired record, in that same
+pipeline, so pruning costs a pass over the records once per delay, not every write.
 """
 
+import math
+import time
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,7 +28,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from app.errors import CounterCapped
 from app.settings import Settings
-from app.stores.base import Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
 Document = dict[str, Any]
 
@@ -27,6 +36,11 @@ Document = dict[str, Any]
 # inserted the counter first"; after that the document exists and the next attempt
 # matches it, so two attempts suffice and the rest is slack for contention.
 _MAX_ATTEMPTS = 5
+
+_RECORDS = "once"
+_PRUNE_AT = "prune_at"
+# Expired records may linger this long before a keyed write drops them all at once.
+_PRUNE_DELAY_SECONDS = 60
 
 _TIMEOUT_OPTIONS = ("serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeoutMS")
 _DOCDB_DOMAIN = ".docdb.amazonaws.com"
@@ -44,8 +58,15 @@ class DocumentDbStore:
         OperationFailure,
     )
 
-    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        *,
+        prune_delay_seconds: int = _PRUNE_DELAY_SECONDS,
+    ) -> None:
         self._client = client
+        self._prune_delay = prune_delay_seconds
         # Always the primary, whatever the URI asks (AWS's sample DocumentDB URI says
         # secondaryPreferred): a lagging replica would give stale reads, and a stale
         # read after a duplicate key would misjudge "capped" versus "collided".
@@ -77,14 +98,13 @@ class DocumentDbStore:
         return None
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        if cap is not None and by > cap:
+        limit = _effective_cap(cap)
+        if by > limit:
             # No counter can take this step, and the upsert would insert `by` itself.
-            raise CounterCapped(current=await self.get(key), cap=cap)
-        query: Document = {"_id": key}
-        if cap is not None:
-            # Int64 like the stored value: MongoDB compares numbers across BSON types,
-            # but mongoeco's SQLite engine (the test stand-in) matches no long against an int.
-            query["value"] = {"$lte": Int64(cap - by)}
+            raise CounterCapped(current=await self.get(key), cap=limit)
+        # Int64 like the stored value: MongoDB compares numbers across BSON types,
+        # but mongoeco's SQLite engine (the test stand-in) matches no long against an int.
+        query: Document = {"_id": key, "value": {"$lte": Int64(limit - by)}}
         attempt = 0
         while True:
             attempt += 1
@@ -101,10 +121,9 @@ class DocumentDbStore:
                 # The filter matched nothing, so the upsert tried to insert a second
                 # `_id`: either the counter is at its cap, or another first increment
                 # inserted it a moment ago. Only a read tells them apart.
-                if cap is not None:
-                    current = await self.get(key)
-                    if current + by > cap:
-                        raise CounterCapped(current=current, cap=cap) from None
+                current = await self.get(key)
+                if current + by > limit:
+                    raise CounterCapped(current=current, cap=limit) from None
                 if attempt >= _MAX_ATTEMPTS:
                     raise
                 continue
@@ -112,10 +131,120 @@ class DocumentDbStore:
             return int(doc["value"])
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        raise NotImplementedError("idempotency keys are not implemented on this store yet")
+        limit = _effective_cap(cap)
+        now = _now()
+        if by > limit:
+            return await self._record_capped(key, once, now)
+        query: Document = {
+            "_id": key,
+            "value": {"$lte": Int64(limit - by)},
+            **_token_free(once.token, now),
+        }
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                doc = await self._counters.find_one_and_update(
+                    query,
+                    self._record_pipeline(once, by, now, capped=False),
+                    projection={"value": True},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                # Missed: the token is recorded, or the cap refused, or another first
+                # increment inserted the counter a moment ago. The document tells which.
+                doc = await self._record_of(key, once.token)
+                if (replay := _live_record(doc, once.token, now)) is not None:
+                    return replay
+                if doc is not None and int(doc.get("value", 0)) + by > limit:
+                    return await self._record_capped(key, once, now)
+                if attempt >= _MAX_ATTEMPTS:
+                    raise
+                continue
+            assert doc is not None, "an upsert returning the new document always has one"
+            return Recorded(int(doc["value"]), False, once.fingerprint, replayed=False)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _record_capped(self, key: str, once: Once, now: int) -> Recorded:
+        """Record a refused increment, or replay the record a concurrent copy wrote."""
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                doc = await self._counters.find_one_and_update(
+                    {"_id": key, **_token_free(once.token, now)},
+                    self._record_pipeline(once, 0, now, capped=True),
+                    projection={"value": True},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                doc = await self._record_of(key, once.token)
+                if (replay := _live_record(doc, once.token, now)) is not None:
+                    return replay
+                if attempt >= _MAX_ATTEMPTS:
+                    raise
+                continue
+            assert doc is not None, "an upsert returning the new document always has one"
+            # The counter never goes down, so the value now is still past the cap.
+            return Recorded(int(doc["value"]), True, once.fingerprint, replayed=False)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _record_of(self, key: str, token: str) -> Document | None:
+        return await self._counters.find_one(
+            {"_id": key}, projection={"value": True, f"{_RECORDS}.{token}": True}
+        )
+
+    def _record_pipeline(self, once: Once, by: int, now: int, *, capped: bool) -> list[Document]:
+        """Add `by` (0 when capped), record the value it produced, prune when `prune_at` is due."""
+        # Rounded up, so a record answers for at least its TTL.
+        expires = math.ceil(time.time() + once.ttl_seconds)
+        record = {
+            "v": "$value",  # as the first stage left it: the value this increment produced
+            "c": capped,
+            "f": {"$literal": once.fingerprint},
+            "e": Int64(expires),
+        }
+        due = {"$lte": [{"$ifNull": [f"${_PRUNE_AT}", Int64(now + 1)]}, Int64(now)]}
+        return [
+            {"$set": {"value": {"$add": [{"$ifNull": ["$value", Int64(0)]}, Int64(by)]}}},
+            {"$set": {f"{_RECORDS}.{once.token}": record}},
+            {"$set": {_RECORDS: {"$cond": [due, _live_records(now), f"${_RECORDS}"]}}},
+            {
+                "$set": {
+                    _PRUNE_AT: {
+                        "$cond": [
+                            due,
+                            self._next_prune(),
+                            {"$ifNull": [f"${_PRUNE_AT}", Int64(expires + self._prune_delay)]},
+                        ]
+                    }
+                }
+            },
+        ]
+
+    def _next_prune(self) -> Document:
+        """Expression: when the oldest record left may be pruned (null when none is left)."""
+        expiries = {"$map": {"input": {"$objectToArray": f"${_RECORDS}"}, "in": "$$this.v.e"}}
+        return {"$add": [{"$min": expiries}, Int64(self._prune_delay)]}
 
     async def purge_expired(self) -> None:
-        return None
+        """Prune every counter whose `prune_at` has passed (a collection scan: run it rarely).
+
+        Keyed increments prune their own document; this reaches counters that no keyed
+        increment has touched since their records expired.
+        """
+        now = _now()
+        empty = {"$eq": [f"${_RECORDS}", {}]}
+        await self._counters.update_many(
+            {_PRUNE_AT: {"$lte": Int64(now)}},
+            [
+                {"$set": {_RECORDS: _live_records(now)}},
+                {
+                    "$set": {
+                        _PRUNE_AT: {"$cond": [empty, "$$REMOVE", self._next_prune()]},
+                        _RECORDS: {"$cond": [empty, "$$REMOVE", f"${_RECORDS}"]},
+                    }
+                },
+            ],
+        )
 
     async def get(self, key: str) -> int:
         doc = await self._counters.find_one({"_id": key}, projection={"value": True})
@@ -127,3 +256,41 @@ class DocumentDbStore:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _effective_cap(cap: int | None) -> int:
+    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+
+
+def _now() -> int:
+    return math.floor(time.time())
+
+
+def _token_free(token: str, now: int) -> Document:
+    """Filter: `token` has no record, or only an expired one (live while now < e)."""
+    return {
+        "$or": [
+            {f"{_RECORDS}.{token}": {"$exists": False}},
+            {f"{_RECORDS}.{token}.e": {"$lte": Int64(now)}},
+        ]
+    }
+
+
+def _live_records(now: int) -> Document:
+    """Expression: the document's records without the expired ones."""
+    return {
+        "$arrayToObject": {
+            "$filter": {
+                "input": {"$objectToArray": {"$ifNull": [f"${_RECORDS}", {}]}},
+                "cond": {"$gt": ["$$this.v.e", Int64(now)]},
+            }
+        }
+    }
+
+
+def _live_record(doc: Document | None, token: str, now: int) -> Recorded | None:
+    """The token's record in `doc` as a replay, None when absent or expired."""
+    record = ((doc or {}).get(_RECORDS) or {}).get(token)
+    if record is None or int(record["e"]) <= now:
+        return None
+    return Recorded(int(record["v"]), bool(record["c"]), str(record["f"]), replayed=True)

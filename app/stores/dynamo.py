@@ -1,6 +1,18 @@
-"""DynamoDB: one UpdateItem with ADD, and a server-side ConditionExpression when capped."""
+"""DynamoDB: one conditional UpdateItem per increment, idempotency records in the counter's item.
+
+A counter is one item: `{id: S, value: N}`. A keyed increment adds its record to that
+item in the same UpdateItem, as two top-level attributes (the record's value must be
+computed from the counter's old value, and an UpdateExpression cannot build a map from
+one): `r:<token>` = `{e: N expiry epoch s, f: S fingerprint, c: BOOL capped}` and
+`n:<token>` = the value the increment produced. `prune_at` (epoch s) says when the
+oldest record on the item may be pruned; a keyed write whose answer shows it due
+starts a background prune of that item (GetItem, then UpdateItem REMOVE).
+"""
 
 import asyncio
+import logging
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import Any, ClassVar, Self
@@ -18,13 +30,27 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.errors import CounterCapped, StoreUnavailable
 from app.settings import Settings, SettingsError
-from app.stores.base import Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+log = logging.getLogger("atomic_counter")
 
 _KEY = "id"
 _VALUE = "value"  # VALUE is a DynamoDB reserved word: always spelled through "#v"
 _NAMES = {"#v": _VALUE}
+_RECORD = "r:"  # + token: the record's map
+_RECORD_VALUE = "n:"  # + token: the value its increment produced
+_PRUNE_AT = "prune_at"
+_EXPIRY = "e"
+
+# Expired records may linger this long past their expiry before a write prunes them,
+# so that one prune removes many records instead of one per keyed increment.
+_PRUNE_DELAY_SECONDS = 60
+# Records removed per pruning UpdateItem: each costs ~35 characters of expression,
+# and an expression may be at most 4 KB.
+_PRUNE_BATCH = 50
+_PRUNE_ROUNDS = 20
 
 # ClientError codes that say the table cannot serve now, not that the request is wrong.
 # Auth failures are here too: expired or revoked credentials are an outage of this
@@ -61,13 +87,22 @@ class DynamoStore:
         CredentialRetrievalError,  # the ECS/EC2 credential endpoint did not answer
     )
 
-    def __init__(self, connect: ClientFactory, table: str, *, create_table: bool = False) -> None:
+    def __init__(
+        self,
+        connect: ClientFactory,
+        table: str,
+        *,
+        create_table: bool = False,
+        prune_delay_seconds: int = _PRUNE_DELAY_SECONDS,
+    ) -> None:
         """`connect()` gives an aioboto3 DynamoDB client context; it is entered once, in setup."""
         self._connect = connect
         self._table = table
         self._create_table = create_table
+        self._prune_delay = prune_delay_seconds
         self._exit_stack = AsyncExitStack()
         self._client: Any = None
+        self._pruning: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
@@ -115,36 +150,232 @@ class DynamoStore:
                 status = await self._table_status()
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+        limit = _effective_cap(cap)
+        # A counter never written counts as 0, so it may be created only when the
+        # step alone fits; otherwise only an existing value <= limit - by passes.
+        fits_when_new = "attribute_not_exists(#v) OR " if by <= limit else ""
+        try:
+            with self._errors():
+                response = await self._conn.update_item(
+                    TableName=self._table,
+                    Key={_KEY: {"S": key}},
+                    UpdateExpression="ADD #v :by",
+                    ConditionExpression=f"{fits_when_new}#v <= :limit",
+                    ExpressionAttributeNames=_NAMES,
+                    ExpressionAttributeValues={
+                        ":by": {"N": str(by)},
+                        ":limit": {"N": str(limit - by)},
+                    },
+                    ReturnValues="UPDATED_NEW",
+                    # The refusal carries the item as the condition saw it: no second read.
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            raise CounterCapped(current=_number(exc.response.get("Item")), cap=limit) from None
+        return _number(response["Attributes"])
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        limit = _effective_cap(cap)
+        now = _now()
+        if by <= limit:
+            names = _record_names(once.token)
+            try:
+                with self._errors(), self._item_size_guard(key):
+                    response = await self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        # Every right-hand side reads the item as it was: the record gets
+                        # the same new value as the counter.
+                        UpdateExpression=(
+                            "SET #v = if_not_exists(#v, :zero) + :by,"
+                            " #n = if_not_exists(#v, :zero) + :by,"
+                            " #r = :rec, #pa = if_not_exists(#pa, :pa)"
+                        ),
+                        ConditionExpression=(
+                            "(attribute_not_exists(#r) OR #r.#e <= :now)"
+                            " AND (attribute_not_exists(#v) OR #v <= :limit)"
+                        ),
+                        ExpressionAttributeNames=names,
+                        ExpressionAttributeValues={
+                            ":zero": {"N": "0"},
+                            ":by": {"N": str(by)},
+                            ":limit": {"N": str(limit - by)},
+                            ":now": {"N": str(now)},
+                            **self._record_values(once, now, capped=False),
+                        },
+                        ReturnValues="UPDATED_NEW",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                replay = _live_record(exc.response.get("Item"), once.token, now)
+                if replay is not None:
+                    return replay
+                # The token is free, so the cap refused it: record that outcome.
+            else:
+                attributes = response["Attributes"]
+                self._prune_if_due(key, attributes, now)
+                return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
+        return await self._record_capped(key, once, now)
+
+    async def _record_capped(self, key: str, once: Once, now: int) -> Recorded:
+        """Add a capped outcome to the item, or replay the record a concurrent copy wrote."""
+        try:
+            with self._errors(), self._item_size_guard(key):
+                response = await self._conn.update_item(
+                    TableName=self._table,
+                    Key={_KEY: {"S": key}},
+                    # The counter never goes down, so the value now is still past the cap.
+                    UpdateExpression=(
+                        "SET #n = if_not_exists(#v, :zero), #r = :rec,"
+                        " #pa = if_not_exists(#pa, :pa)"
+                    ),
+                    ConditionExpression="attribute_not_exists(#r) OR #r.#e <= :now",
+                    ExpressionAttributeNames=_record_names(once.token),
+                    ExpressionAttributeValues={
+                        ":zero": {"N": "0"},
+                        ":now": {"N": str(now)},
+                        **self._record_values(once, now, capped=True),
+                    },
+                    ReturnValues="UPDATED_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            replay = _live_record(exc.response.get("Item"), once.token, now)
+            # Only a live record of this token fails that condition at this `now`.
+            assert replay is not None, "condition failed without a live record"
+            return replay
+        attributes = response["Attributes"]
+        self._prune_if_due(key, attributes, now)
+        current = int(attributes[_RECORD_VALUE + once.token]["N"])
+        return Recorded(current, True, once.fingerprint, replayed=False)
+
+    def _record_values(self, once: Once, now: int, *, capped: bool) -> dict[str, Any]:
+        expires = _expiry(once.ttl_seconds)
+        record = {
+            _EXPIRY: {"N": str(expires)},
+            "f": {"S": once.fingerprint},
+            "c": {"BOOL": capped},
+        }
+        return {":rec": {"M": record}, ":pa": {"N": str(expires + self._prune_delay)}}
+
+    async def purge_expired(self) -> None:
+        """Prune every item whose `prune_at` has passed: a Scan of the whole table, run rarely.
+
+        Keyed writes prune busy counters on their own; this reaches counters that no
+        keyed write has touched since their records expired.
+        """
+        await asyncio.gather(*self._pruning.values(), return_exceptions=True)
+        paginator = self._conn.get_paginator("scan")
+        with self._errors():
+            async for page in paginator.paginate(
+                TableName=self._table,
+                FilterExpression="#pa <= :now",
+                ProjectionExpression="#k",
+                ExpressionAttributeNames={"#pa": _PRUNE_AT, "#k": _KEY},
+                ExpressionAttributeValues={":now": {"N": str(_now())}},
+                # Eventually consistent at half the price: each prune reads its item again.
+            ):
+                for item in page.get("Items", []):
+                    await self._prune(item[_KEY]["S"])
+
+    def _prune_if_due(self, key: str, attributes: dict[str, Any], now: int) -> None:
+        prune_at = attributes.get(_PRUNE_AT)
+        if prune_at is not None and int(prune_at["N"]) <= now:
+            self._start_prune(key)
+
+    def _start_prune(self, key: str) -> None:
+        """Prune `key` in the background, once at a time: the request does not wait for it."""
+        if key in self._pruning:
+            return
+        task = asyncio.create_task(self._prune_quietly(key))
+        self._pruning[key] = task
+        task.add_done_callback(lambda _: self._pruning.pop(key, None))
+
+    async def _prune_quietly(self, key: str) -> None:
+        try:
+            await self._prune(key)
+        except Exception as exc:  # a failed prune is retried by the next keyed write
+            log.warning(
+                "pruning idempotency records failed",
+                extra={"store": self.name, "id": key, "error": _describe(exc)},
+            )
+
+    async def _prune(self, key: str) -> None:
+        """Remove expired records from one item, a batch per UpdateItem, and move `prune_at`."""
+        for _ in range(_PRUNE_ROUNDS):
+            now = _now()
+            with self._errors():
+                response = await self._conn.get_item(
+                    TableName=self._table, Key={_KEY: {"S": key}}, ConsistentRead=True
+                )
+            expiries = _record_expiries(response.get("Item"))
+            expired = sorted((e, token) for token, e in expiries.items() if e <= now)
+            batch = [token for _, token in expired[:_PRUNE_BATCH]]
+            left = [e for token, e in expiries.items() if token not in set(batch)]
+            if await self._prune_batch(key, batch, left, now) and len(expired) <= _PRUNE_BATCH:
+                return
+
+    async def _prune_batch(self, key: str, batch: list[str], left: list[int], now: int) -> bool:
+        """One UpdateItem removing `batch`; False if a record in it was rewritten meanwhile."""
+        names: dict[str, str] = {"#pa": _PRUNE_AT}
+        values: dict[str, Any] = {}
+        removes: list[str] = []
+        conditions: list[str] = []
+        for i, token in enumerate(batch):
+            names[f"#r{i}"] = _RECORD + token
+            names[f"#n{i}"] = _RECORD_VALUE + token
+            removes += [f"#r{i}", f"#n{i}"]
+            # A token reused after its expiry has a live record again: keep it.
+            conditions.append(f"#r{i}.#e <= :now")
+        if conditions:
+            names["#e"] = _EXPIRY
+            values[":now"] = {"N": str(now)}
+        if left:
+            oldest = min(left)
+            values[":pa"] = {"N": str(oldest + (self._prune_delay if oldest > now else 0))}
+            expression = "SET #pa = :pa" + (f" REMOVE {', '.join(removes)}" if removes else "")
+        else:
+            expression = f"REMOVE {', '.join([*removes, '#pa'])}"
         params: dict[str, Any] = {
             "TableName": self._table,
             "Key": {_KEY: {"S": key}},
-            "UpdateExpression": "ADD #v :by",
-            "ExpressionAttributeNames": _NAMES,
-            "ExpressionAttributeValues": {":by": {"N": str(by)}},
-            "ReturnValues": "UPDATED_NEW",
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            # After removing `prune_at`, see whether a keyed write slipped in meanwhile.
+            "ReturnValues": "NONE" if left else "ALL_NEW",
         }
-        if cap is not None:
-            # A counter never written counts as 0, so it may be created only when the
-            # step alone fits; otherwise only an existing value <= cap - by passes.
-            fits_when_new = "attribute_not_exists(#v) OR " if by <= cap else ""
-            params["ConditionExpression"] = f"{fits_when_new}#v <= :limit"
-            params["ExpressionAttributeValues"][":limit"] = {"N": str(cap - by)}
-            # The refusal carries the item as the condition saw it: no second read.
-            params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        if conditions:
+            params["ConditionExpression"] = " AND ".join(conditions)
+        if values:
+            params["ExpressionAttributeValues"] = values
         try:
             with self._errors():
                 response = await self._conn.update_item(**params)
         except ClientError as exc:
-            if cap is None or _code(exc) != "ConditionalCheckFailedException":
+            if _code(exc) != "ConditionalCheckFailedException":
                 raise
-            raise CounterCapped(current=_number(exc.response.get("Item")), cap=cap) from None
-        return _number(response["Attributes"])
-
-    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        raise NotImplementedError("idempotency keys are not implemented on this store yet")
-
-    async def purge_expired(self) -> None:
-        return None
+            return False
+        if not left:
+            newer = _record_expiries(response.get("Attributes"))
+            if newer and _PRUNE_AT not in response.get("Attributes", {}):
+                # Its if_not_exists saw our `prune_at` still there and set none.
+                with self._errors():
+                    await self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression="SET #pa = if_not_exists(#pa, :pa)",
+                        ExpressionAttributeNames={"#pa": _PRUNE_AT},
+                        ExpressionAttributeValues={
+                            ":pa": {"N": str(min(newer.values()) + self._prune_delay)}
+                        },
+                    )
+        return True
 
     async def get(self, key: str) -> int:
         with self._errors():
@@ -162,6 +393,9 @@ class DynamoStore:
             await self._conn.describe_table(TableName=self._table)
 
     async def close(self) -> None:
+        for task in list(self._pruning.values()):
+            task.cancel()
+        await asyncio.gather(*self._pruning.values(), return_exceptions=True)
         self._client = None
         await self._exit_stack.aclose()
 
@@ -199,6 +433,18 @@ class DynamoStore:
         )
 
     @contextmanager
+    def _item_size_guard(self, key: str) -> Iterator[None]:
+        """An item at DynamoDB's 400 KB limit: a 503 until its records expire, not a 500."""
+        try:
+            yield
+        except ClientError as exc:
+            # No error code of its own: a ValidationException told apart by its message.
+            if _code(exc) == "ValidationException" and "item size" in str(exc).lower():
+                self._start_prune(key)
+                raise StoreUnavailable(self.name, "item size limit: too many live records") from exc
+            raise
+
+    @contextmanager
     def _errors(self) -> Iterator[None]:
         """Turn error responses that mean "cannot serve now" into StoreUnavailable."""
         try:
@@ -223,3 +469,51 @@ def _number(item: dict[str, Any] | None) -> int:
     if not item or _VALUE not in item:
         return 0
     return int(item[_VALUE]["N"])
+
+
+def _effective_cap(cap: int | None) -> int:
+    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+
+
+def _now() -> int:
+    return math.floor(time.time())
+
+
+def _expiry(ttl_seconds: int) -> int:
+    """Rounded up, so a record answers for at least its TTL (it is live while now < e)."""
+    return math.ceil(time.time() + ttl_seconds)
+
+
+def _record_names(token: str) -> dict[str, str]:
+    return {
+        **_NAMES,
+        "#r": _RECORD + token,
+        "#n": _RECORD_VALUE + token,
+        "#pa": _PRUNE_AT,
+        "#e": _EXPIRY,
+    }
+
+
+def _live_record(item: dict[str, Any] | None, token: str, now: int) -> Recorded | None:
+    """The token's record in `item` as a replay, None when absent or expired."""
+    record = (item or {}).get(_RECORD + token)
+    if record is None or int(record["M"][_EXPIRY]["N"]) <= now:
+        return None
+    assert item is not None
+    fields = record["M"]
+    value = int(item[_RECORD_VALUE + token]["N"])
+    return Recorded(value, fields["c"]["BOOL"], fields["f"]["S"], replayed=True)
+
+
+def _record_expiries(item: dict[str, Any] | None) -> dict[str, int]:
+    """Token -> expiry of every record in `item`."""
+    return {
+        name.removeprefix(_RECORD): int(attribute["M"][_EXPIRY]["N"])
+        for name, attribute in (item or {}).items()
+        if name.startswith(_RECORD)
+    }
+
+
+def _describe(exc: BaseException) -> str:
+    # The code only for AWS errors: their messages can name account ids and role ARNs.
+    return _code(exc) if isinstance(exc, ClientError) else type(exc).__name__

@@ -1,7 +1,10 @@
 """mongoeco, a MongoDB wire-protocol server in Python, as the stand-in for MongoDB/DocumentDB."""
 
 import os
+import signal
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,10 +30,18 @@ class MongoWireServer(LocalServer):
 
     @property
     def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        # mongoeco runs one write at a time, each costing time in proportion to the
+        # document's size (~0.3 ms per idempotency record embedded in a counter, here).
+        # With PyMongo's 100 connections, a burst queues inside the server, where the
+        # socket timeout counts; a few connections keep the queue in the driver's pool.
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&maxPoolSize=4"
 
     def settings(self) -> dict[str, object]:
-        return {"docdb_url": self.url, "docdb_database": self.database}
+        # A database per caller: for any filter beyond `_id` mongoeco reads every document
+        # of the collection, so counters that earlier tests filled with idempotency
+        # records would slow every later test (MongoDB uses the `_id` index for them).
+        database = f"{self.database}_{uuid.uuid4().hex[:8]}"
+        return {"docdb_url": self.url, "docdb_database": database}
 
     def missing(self) -> str | None:
         site = next(VENV.glob("lib/python3.*/site-packages"), None)
@@ -62,3 +73,13 @@ class MongoWireServer(LocalServer):
         finally:
             client.close()
         return True
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the server for the block: connections stay open, nothing answers."""
+        assert self._process is not None, "start() it first"
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)

@@ -1,4 +1,5 @@
-"""MongoDB/DocumentDB specifics: duplicate-key collisions on first increments, int64 storage."""
+"""MongoDB/DocumentDB specifics: duplicate-key collisions on first increments, int64 storage,
+idempotency records embedded in the counter's document and pruned there."""
 
 import asyncio
 import time
@@ -10,10 +11,11 @@ import pytest
 from bson import Int64
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
+from pymongo.monitoring import CommandListener, CommandStartedEvent
 
 from app.errors import CounterCapped
 from app.stores.docdb import DocumentDbStore
-from tests.conftest import Servers, make_settings, open_store
+from tests.conftest import Servers, make_settings, once, open_store
 from tests.servers.base import free_port
 from tests.servers.mongo import MongoWireServer
 
@@ -28,17 +30,23 @@ def server(servers: Servers) -> MongoWireServer:
 
 
 @pytest.fixture
-async def store(server: MongoWireServer) -> AsyncIterator[DocumentDbStore]:
-    async with open_store(DocumentDbStore, **server.settings()) as built:
+def settings(server: MongoWireServer) -> dict[str, Any]:
+    """The test's own database on the shared server."""
+    return server.settings()
+
+
+@pytest.fixture
+async def store(settings: dict[str, Any]) -> AsyncIterator[DocumentDbStore]:
+    async with open_store(DocumentDbStore, **settings) as built:
         yield built
 
 
 @pytest.fixture
-async def raw(server: MongoWireServer) -> AsyncIterator[Any]:
+async def raw(server: MongoWireServer, settings: dict[str, Any]) -> AsyncIterator[Any]:
     """The counters collection, read directly with PyMongo."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(server.url)
     try:
-        yield client[server.database]["counters"]
+        yield client[settings["docdb_database"]]["counters"]
     finally:
         await client.close()
 
@@ -188,3 +196,93 @@ async def test_endless_collisions_end_as_unavailable_not_capped() -> None:
         await scripted_store(collection).increment("new", cap=10)
     assert isinstance(error.value, DocumentDbStore.unavailable_errors)  # so a 503
     assert collection.upserts == 5
+
+
+class Commands(CommandListener):
+    """Names of the commands a client sends, in order."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+@pytest.fixture
+async def pruning(
+    server: MongoWireServer, settings: dict[str, Any]
+) -> AsyncIterator[tuple[DocumentDbStore, Commands]]:
+    """A store that prunes expired records at the first keyed write after they expire."""
+    commands = Commands()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(server.url, event_listeners=[commands])
+    built = DocumentDbStore(client, settings["docdb_database"], prune_delay_seconds=0)
+    try:
+        yield built, commands
+    finally:
+        await built.close()
+
+
+async def test_a_keyed_increment_is_one_command(
+    pruning: tuple[DocumentDbStore, Commands], key: str
+) -> None:
+    store, commands = pruning
+    token = once()
+    assert (await store.increment_once(key, 1, None, token)).value == 1
+    assert (await store.increment_once(key, 1, None, token)).replayed
+    commands.names.clear()
+    assert (await store.increment_once(key, 1, None, once())).value == 2
+    assert commands.names == ["findAndModify"], "increment and record in one command"
+    commands.names.clear()
+    assert (await store.increment_once(key, 1, None, token)).replayed
+    assert commands.names == ["findAndModify", "find"], "a replay misses, then reads the record"
+
+
+async def test_expired_records_are_pruned_by_the_next_keyed_write(
+    pruning: tuple[DocumentDbStore, Commands], raw: Any, key: str
+) -> None:
+    store, _ = pruning
+    for _ in range(20):
+        await store.increment_once(key, 1, None, once(ttl=1))
+    assert len((await raw.find_one({"_id": key}))["once"]) == 20
+    await asyncio.sleep(2.1)
+
+    live = once()
+    assert (await store.increment_once(key, 1, None, live)).value == 21
+    doc = await raw.find_one({"_id": key})
+    assert list(doc["once"]) == [live.token], "the same command dropped the expired ones"
+    assert doc["prune_at"] == doc["once"][live.token]["e"]
+    assert (await store.increment_once(key, 1, None, live)).replayed
+
+
+async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
+    pruning: tuple[DocumentDbStore, Commands], raw: Any, key: str
+) -> None:
+    store, _ = pruning
+    for _ in range(3):
+        await store.increment_once(key, 2, None, once(ttl=1))
+    await asyncio.sleep(2.1)
+    await store.purge_expired()
+    assert await raw.find_one({"_id": key}) == {"_id": key, "value": 6}
+
+
+async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
+    servers: Servers, key: str
+) -> None:
+    server = servers.dedicated(MongoWireServer)
+    token = once()
+    async with open_store(DocumentDbStore, **server.settings(), store_timeout_seconds=10) as store:
+        await store.increment(key)  # a pooled connection the paused server still holds
+        # The service's own timeout gives up on the call; the command stays sent.
+        with server.paused(), pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await store.increment_once(key, 1, None, token)
+        retried = await store.increment_once(key, 1, None, token)
+        assert retried.value == 2
+        assert await store.get(key) == 2, "the paused write and its retry counted once"
+    server.stop()

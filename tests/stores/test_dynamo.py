@@ -1,6 +1,8 @@
-"""What only the DynamoDB store does: create its table, name a missing one, refuse in one call."""
+"""What only the DynamoDB store does: create its table, name a missing one, refuse in one call,
+keep idempotency records in the counter's item and prune them."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,8 +16,9 @@ from botocore.exceptions import ClientError
 
 from app.errors import CounterCapped, StoreUnavailable
 from app.settings import SettingsError
+from app.stores.base import Once
 from app.stores.dynamo import DynamoStore
-from tests.conftest import Servers, make_settings, serve
+from tests.conftest import Servers, make_settings, once, serve
 from tests.servers.dynamodb import REGION, DynamoDbLocalServer
 
 pytestmark = pytest.mark.dynamo
@@ -80,14 +83,27 @@ def table() -> str:
 
 @pytest.fixture
 async def connected(dynamo: DynamoDbLocalServer) -> AsyncIterator[tuple[DynamoStore, Connector]]:
-    """A set-up store on the shared table, with its client at hand."""
+    """A set-up store on the shared table, with its client at hand; expired records are
+    pruned as soon as a keyed write sees them (no batching delay)."""
     connector = Connector(dynamo)
-    store = DynamoStore(connector, dynamo.table, create_table=True)
+    store = DynamoStore(connector, dynamo.table, create_table=True, prune_delay_seconds=0)
     await store.setup()
     try:
         yield store, connector
     finally:
         await store.close()
+
+
+async def raw_item(connector: Connector, table: str, key: str) -> dict[str, Any]:
+    response = await connector.client.get_item(
+        TableName=table, Key={"id": {"S": key}}, ConsistentRead=True
+    )
+    item: dict[str, Any] = response.get("Item", {})
+    return item
+
+
+def records_in(item: dict[str, Any]) -> int:
+    return sum(1 for name in item if name.startswith("r:"))
 
 
 async def test_two_stores_racing_to_create_the_table_both_start_and_share_it(
@@ -197,3 +213,99 @@ def test_no_region_anywhere_is_a_settings_error_at_start(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     with pytest.raises(SettingsError, match="AWS_REGION"):
         DynamoStore.from_settings(make_settings(dynamodb_table="counters"))
+
+
+async def test_a_keyed_increment_and_its_replay_are_one_request_each(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    connector.operations.clear()
+    token = once()
+    assert (await store.increment_once(key, 1, None, token)).value == 1
+    assert (await store.increment_once(key, 1, None, token)).replayed
+    assert connector.operations == ["UpdateItem", "UpdateItem"], "no read before or after"
+
+
+async def test_a_capped_keyed_increment_records_its_outcome_in_a_second_request(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    await store.increment(key, by=5, cap=5)
+    connector.operations.clear()
+    token = once()
+    first = await store.increment_once(key, 1, 5, token)
+    assert (first.value, first.capped) == (5, True)
+    assert connector.operations == ["UpdateItem", "UpdateItem"]
+    assert (await store.increment_once(key, 1, 5, token)).replayed
+    assert connector.operations == ["UpdateItem"] * 3
+
+
+async def test_expired_records_are_pruned_by_a_later_keyed_write_in_batches(
+    connected: tuple[DynamoStore, Connector], dynamo: DynamoDbLocalServer, key: str
+) -> None:
+    store, connector = connected
+    await asyncio.gather(*(store.increment_once(key, 1, None, once(ttl=1)) for _ in range(120)))
+    assert records_in(await raw_item(connector, dynamo.table, key)) == 120
+    await asyncio.sleep(2.1)
+
+    live = once()
+    assert (await store.increment_once(key, 1, None, live)).value == 121
+    deadline = time.monotonic() + 20
+    while records_in(item := await raw_item(connector, dynamo.table, key)) > 1:
+        assert time.monotonic() < deadline, f"{records_in(item)} records left"
+        await asyncio.sleep(0.2)
+    assert f"r:{live.token}" in item, "the live record is kept"
+    assert int(item["prune_at"]["N"]) == int(item[f"r:{live.token}"]["M"]["e"]["N"])
+    assert int(item["value"]["N"]) == 121
+    assert (await store.increment_once(key, 1, None, live)).replayed
+
+
+async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
+    connected: tuple[DynamoStore, Connector], dynamo: DynamoDbLocalServer, key: str
+) -> None:
+    store, connector = connected
+    for _ in range(3):
+        await store.increment_once(key, 2, None, once(ttl=1))
+    await asyncio.sleep(2.1)
+    await store.purge_expired()
+    item = await raw_item(connector, dynamo.table, key)
+    assert set(item) == {"id", "value"}, "records and prune_at removed"
+    assert await store.get(key) == 6
+
+
+async def test_an_item_at_the_size_limit_is_unavailable_not_a_server_error(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, _ = connected
+    # Oversized fingerprints fill the 400 KB item in a few writes.
+    big = [Once(token=once().token, fingerprint="f" * 150_000, ttl_seconds=60) for _ in range(3)]
+    await store.increment_once(key, 1, None, big[0])
+    await store.increment_once(key, 1, None, big[1])
+    with pytest.raises(StoreUnavailable, match="item size limit"):
+        await store.increment_once(key, 1, None, big[2])
+    assert await store.get(key) == 2
+    assert await store.increment(key) == 3, "unkeyed increments still fit"
+
+
+async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
+    servers: Servers, key: str
+) -> None:
+    server = servers.dedicated(DynamoDbLocalServer)
+    # A fresh DynamoDB Local can take seconds to create a table on a busy machine.
+    values = server.settings() | {"store_timeout_seconds": 10.0}
+    store = DynamoStore.from_settings(make_settings(**values))
+    assert store is not None
+    token = once()
+    try:
+        await store.setup()
+        await store.increment(key)  # a pooled connection the paused server still holds
+        # The service's own timeout gives up on the call; the request stays sent.
+        with server.paused(), pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await store.increment_once(key, 1, None, token)
+        retried = await store.increment_once(key, 1, None, token)
+        assert retried.value == 2
+        assert await store.get(key) == 2, "the paused write and its retry counted once"
+    finally:
+        await store.close()
+        server.stop()
