@@ -342,7 +342,7 @@ async def test_a_keyed_increment_past_the_counter_limit_is_409_not_500(tmp_path:
             refused = await http.post("/memory/full", headers=headers)
             assert refused.status_code == 409
             assert refused.json() == {
-                "error": f"Counter has reached its maximum value of: {COUNTER_LIMIT}",
+                "error": f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
                 "store": "memory",
                 "id": "full",
                 "counter": COUNTER_LIMIT,
