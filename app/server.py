@@ -14,10 +14,27 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from app.counters import CLOSE_TIMEOUT
 from app.logs import configure_logging, secrets_of
 from app.main import create_app
 from app.settings import Settings, SettingsError, load_settings
 from app.stores import STORE_TYPES, CounterStore
+
+# Calls still running at the cut answer 503 first; this margin lets those answers go out.
+_ANSWER_MARGIN_SECONDS = 2
+
+KEEP_ALIVE_SECONDS: int = Settings.model_fields["keep_alive_seconds"].default
+"""Default idle keep-alive: above an ALB's 60 s idle timeout, so the ALB closes first."""
+
+GRACEFUL_SHUTDOWN_SECONDS: float = (
+    Settings.model_fields["shutdown_timeout_seconds"].default
+    + _ANSWER_MARGIN_SECONDS
+    + CLOSE_TIMEOUT
+)
+"""With default settings, the longest the server takes to exit after its shutdown delay.
+
+A container's stop timeout must exceed `SHUTDOWN_DELAY_SECONDS` plus this.
+"""
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -109,8 +126,7 @@ def config_for(app: FastAPI, settings: Settings) -> uvicorn.Config:
         # Above the load balancer's idle timeout (ALB: 60 s), so it closes first, never us
         # under a request it is sending.
         timeout_keep_alive=settings.keep_alive_seconds,
-        # Calls still running at the cut answer 503 first; this margin lets those go out.
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) + 2,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) + _ANSWER_MARGIN_SECONDS,
         log_config=None,
         server_header=False,
     )

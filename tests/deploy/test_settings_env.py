@@ -45,6 +45,18 @@ COMPANIONS = {
 }
 
 
+# What a secret resolves to at run time: URL-shaped for the settings that must be URLs.
+_SECRET_PLACEHOLDERS = {
+    "REDIS_URL": "rediss://:placeholder@redis.example:6379/0",
+    "DOCDB_URL": "mongodb://user:placeholder@docdb.example:27017/?tls=true",
+    "TIDB_URL": "mysql://user:placeholder@tidb.example:4000/counters",
+}
+
+
+def secret_value(name: str) -> str:
+    return _SECRET_PLACEHOLDERS.get(name, "placeholder-secret")
+
+
 def compose_env(compose: dict[str, Any]) -> dict[str, str]:
     env = compose["services"]["app"]["environment"]
     if isinstance(env, list):
@@ -55,7 +67,7 @@ def compose_env(compose: dict[str, Any]) -> dict[str, str]:
 def task_env(task_definition: dict[str, Any]) -> dict[str, str]:
     (app,) = task_definition["containerDefinitions"]
     env = {e["name"]: e["value"] for e in app["environment"]}
-    return env | {s["name"]: "placeholder-secret" for s in app["secrets"]}
+    return env | {s["name"]: secret_value(s["name"]) for s in app["secrets"]}
 
 
 def template_env(template: dict[str, Any]) -> dict[str, str]:
@@ -74,7 +86,7 @@ def template_env(template: dict[str, Any]) -> dict[str, str]:
         return str(raw)
 
     env = {e["Name"]: value(e["Value"]) for e in app["Environment"]}
-    return env | {s["Name"]: "placeholder-secret" for s in app["Secrets"]}
+    return env | {s["Name"]: secret_value(s["Name"]) for s in app["Secrets"]}
 
 
 def places(
