@@ -330,6 +330,15 @@ async def _counter_error(request: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc, UsageLimited):
         body["limit"] = exc.limit
         headers = exc.headers
+    elif isinstance(exc, IdempotencyKeyReused):
+        # Every 422 has the same shape: the rule broken, and where.
+        body["detail"] = [
+            {
+                "loc": ["header", idempotency.HEADER],
+                "msg": str(exc),
+                "type": "idempotency_key_reused",
+            }
+        ]
     return JSONResponse(body, status_code=status, headers=headers)
 
 

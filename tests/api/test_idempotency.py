@@ -60,31 +60,42 @@ async def test_a_replay_returns_the_recorded_answer_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    ("change", "params"),
-    [("by", {"by": 3}), ("max", {"max": 10}), ("id", {}), ("store", {})],
+    ("change", "params"), [("by", {"by": 3}), ("max", {"max": 10}), ("id", {})]
 )
 async def test_the_same_key_for_a_different_request_is_422(
     client: httpx.AsyncClient, backend_name: str, key: str, change: str, params: dict[str, int]
 ) -> None:
-    store, counter_id = backend_name, key
-    if change == "id":
-        counter_id = f"{key}-other"
-    if change == "store":
-        if backend_name == "sqlite":
-            pytest.skip("the client serves sqlite and one other store: sqlite has no other")
-        store = "sqlite"
+    counter_id = f"{key}-other" if change == "id" else key
     headers = keyed()
     assert (await client.post(f"/{backend_name}/{key}", headers=headers)).status_code == 200
 
-    reused = await client.post(f"/{store}/{counter_id}", params=params, headers=headers)
-    assert reused.status_code == 422
-    assert reused.json() == {
-        "error": "this Idempotency-Key was used for a different request (store, id, by or max)"
-    }
+    reused = await client.post(f"/{backend_name}/{counter_id}", params=params, headers=headers)
+    assert_key_reused(reused)
     assert (await client.get(f"/{backend_name}/{key}")).json()["counter"] == 1
-    assert (await client.get(f"/{store}/{counter_id}")).json()["counter"] == (
-        1 if (store, counter_id) == (backend_name, key) else 0
+    if change == "id":
+        assert (await client.get(f"/{backend_name}/{counter_id}")).json()["counter"] == 0
+
+
+# Every client serves sqlite beside its backend, so sqlite is the other store for all of them.
+@pytest.mark.parametrize("backend", backend_params(with_server=True), indirect=True)
+async def test_the_same_key_on_another_store_is_422(
+    client: httpx.AsyncClient, backend_name: str, key: str
+) -> None:
+    headers = keyed()
+    assert (await client.post(f"/{backend_name}/{key}", headers=headers)).status_code == 200
+
+    assert_key_reused(await client.post(f"/sqlite/{key}", headers=headers))
+    assert (await client.get(f"/{backend_name}/{key}")).json()["counter"] == 1
+    assert (await client.get(f"/sqlite/{key}")).json()["counter"] == 0
+
+
+def assert_key_reused(response: httpx.Response) -> None:
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == (
+        "this Idempotency-Key was used for a different request (store, id, by or max)"
     )
+    assert [d["loc"] for d in body["detail"]] == [["header", "Idempotency-Key"]]
 
 
 async def test_thirty_concurrent_copies_move_the_counter_by_exactly_one(
