@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     port: int = Field(
         default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "UVICORN_PORT")
     )
-    host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("HOST", "UVICORN_HOST"))
+    # Loopback unless asked: the image sets HOST=0.0.0.0 for its container network.
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HOST", "UVICORN_HOST"))
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     max_connections: int = Field(default=1000, ge=1)
     keep_alive_seconds: int = Field(default=65, ge=1, le=3600)
