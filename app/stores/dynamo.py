@@ -103,6 +103,8 @@ class DynamoStore:
         self._exit_stack = AsyncExitStack()
         self._client: Any = None
         self._pruning: dict[str, asyncio.Task[None]] = {}
+        # Where the purge's table Scan goes on from (None: from the start).
+        self._scan_from: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
@@ -265,24 +267,31 @@ class DynamoStore:
         return {":rec": {"M": record}, ":pa": {"N": str(expires + self._prune_delay)}}
 
     async def purge_expired(self) -> None:
-        """Prune every item whose `prune_at` has passed: a Scan of the whole table, run rarely.
+        """Prune items whose `prune_at` has passed, a page of a table Scan at a time.
 
         Keyed writes prune busy counters on their own; this reaches counters that no
-        keyed write has touched since their records expired.
+        keyed write has touched since their records expired. The Scan resumes where the
+        last round stopped, so a round cut by the store timeout still makes progress.
         """
         await asyncio.gather(*self._pruning.values(), return_exceptions=True)
-        paginator = self._conn.get_paginator("scan")
-        with self._errors():
-            async for page in paginator.paginate(
-                TableName=self._table,
-                FilterExpression="#pa <= :now",
-                ProjectionExpression="#k",
-                ExpressionAttributeNames={"#pa": _PRUNE_AT, "#k": _KEY},
-                ExpressionAttributeValues={":now": {"N": str(_now())}},
+        while True:
+            params: dict[str, Any] = {
+                "TableName": self._table,
+                "FilterExpression": "#pa <= :now",
+                "ProjectionExpression": "#k",
+                "ExpressionAttributeNames": {"#pa": _PRUNE_AT, "#k": _KEY},
+                "ExpressionAttributeValues": {":now": {"N": str(_now())}},
                 # Eventually consistent at half the price: each prune reads its item again.
-            ):
-                for item in page.get("Items", []):
-                    await self._prune(item[_KEY]["S"])
+            }
+            if self._scan_from is not None:
+                params["ExclusiveStartKey"] = self._scan_from
+            with self._errors():
+                page = await self._conn.scan(**params)
+            for item in page.get("Items", []):
+                await self._prune(item[_KEY]["S"])
+            self._scan_from = page.get("LastEvaluatedKey")
+            if self._scan_from is None:
+                return
 
     def _prune_if_due(self, key: str, attributes: dict[str, Any], now: int) -> None:
         prune_at = attributes.get(_PRUNE_AT)

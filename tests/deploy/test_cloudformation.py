@@ -78,6 +78,24 @@ def test_table_is_on_demand_and_the_task_role_reaches_only_that_table(
         assert all(a.startswith("dynamodb:") and "*" not in a for a in statement["Action"])
 
 
+def test_the_task_role_grants_every_table_call_the_dynamo_store_makes(
+    template: dict[str, Any],
+) -> None:
+    # A call the role does not grant is an AccessDenied 503 (or a purge that never runs)
+    # only once deployed; CreateTable is for local work (DYNAMODB_CREATE_TABLE), not ECS.
+    source = (ROOT / "app" / "stores" / "dynamo.py").read_text()
+    calls = set(re.findall(r"_conn\.(\w+)\(", source)) - {"create_table"}
+    needed = {"dynamodb:" + "".join(w.title() for w in call.split("_")) for call in calls}
+    task_role = template["Resources"]["TaskRole"]["Properties"]
+    granted = {
+        a
+        for p in task_role["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        for a in s["Action"]
+    }
+    assert needed == granted
+
+
 def statements_of(role: dict[str, Any]) -> list[dict[str, Any]]:
     """Every statement of a role's inline policies, both branches of an Fn::If included."""
     found: list[dict[str, Any]] = []
