@@ -91,3 +91,34 @@ def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) 
         "missing.md: no such file",
         "other.md#no-such: no heading '#no-such' in other.md",
     ]
+
+
+def _setting_names() -> list[str]:
+    """The environment variable that sets each Settings field (the first alias, if any)."""
+    from pydantic import AliasChoices
+
+    from app.settings import Settings
+
+    names = []
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        first = alias.choices[0] if isinstance(alias, AliasChoices) else None
+        names.append(str(first) if first is not None else field.upper())
+    return names
+
+
+@pytest.mark.parametrize("name", _setting_names())
+def test_every_setting_is_in_the_readme_settings_table(name: str) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    assert any(f"`{name}`" in row for row in rows), f"{name} has no row in the README"
+
+
+def test_no_unverified_claim_is_left_for_the_lead() -> None:
+    left = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in _markdown_files()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "lead: verify" in line
+    ]
+    assert left == []
