@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app.errors import CounterCapped
 from app.main import create_app
 from app.stores import STORE_TYPES, CounterStore
-from bench.null_store import NullStore
+from benchmarks.null_store import NullStore
 
 DROP_EVERY = 10
 

@@ -4,7 +4,7 @@ Starts the local test servers (DynamoDB Local, mongoeco), then drives each store
 directly (no HTTP) with the same number of calls in flight: unkeyed increments, then
 keyed ones with a fresh token each. `--keys 1` is one hot counter, whose item or
 document grows by one record per keyed call; more keys spread the records out. Run
-from the project root: `.venv/bin/python bench/keyed_cost.py`.
+from the project root: `.venv/bin/python benchmarks/keyed_cost.py`.
 """
 
 import argparse

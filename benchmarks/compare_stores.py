@@ -4,7 +4,7 @@ Starts every local test server that can start here (tests/servers), one service 
 of them enabled, and runs `atomic-counter bench --stores all` in four scenarios, each
 writing results.json and results.png under OUT/<scenario>/. Stores whose server cannot
 start are skipped with the reason. Run from the project root:
-`.venv/bin/python bench/compare_stores.py --out results/`.
+`.venv/bin/python benchmarks/compare_stores.py --out results/`.
 """
 
 import argparse

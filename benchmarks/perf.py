@@ -13,7 +13,7 @@ back to back in this script, alternated over `--rounds`:
 Load comes from wrk (Debian package), 1 thread, on loopback only; every load is bounded by
 `--seconds` (and the 100,000 increments by count and a time limit). Counters are read back
 after each load and checked against the 200s. Run from the project root:
-`.venv/bin/python bench/perf.py [--seconds 5] [--rounds 2] [--out results/perf]`.
+`.venv/bin/python benchmarks/perf.py [--seconds 5] [--rounds 2] [--out results/perf]`.
 """
 
 import argparse
@@ -33,7 +33,7 @@ import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.*` live beside `app`
+sys.path.insert(0, str(ROOT))  # `tests.servers` and `benchmarks.*` live beside `app`
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -466,12 +466,14 @@ def main() -> int:
                 "on": ServiceProcess(workdir / "gc-on", settings | {"group_commit": True}),
                 "off": ServiceProcess(workdir / "gc-off", settings | {"group_commit": False}),
                 "bare": ServiceProcess(
-                    workdir / "bare", {}, target="bench.baselines:create_bare_app"
+                    workdir / "bare", {}, target="benchmarks.baselines:create_bare_app"
                 ),
             }
             if "dynamo" in stores:
                 services["naive"] = ServiceProcess(
-                    workdir / "naive", settings, target="bench.baselines:create_naive_dynamo_app"
+                    workdir / "naive",
+                    settings,
+                    target="benchmarks.baselines:create_naive_dynamo_app",
                 )
             for service in services.values():
                 service.start()

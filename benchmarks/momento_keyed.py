@@ -1,6 +1,6 @@
 """Keyed (`increment_once`) against plain increments on the tests' local Momento server.
 
-Run: `.venv/bin/python -m bench.momento_keyed [--ops 5000] [--concurrency 50]`. It starts
+Run: `.venv/bin/python -m benchmarks.momento_keyed [--ops 5000] [--concurrency 50]`. It starts
 the fake gRPC server on loopback, sends a fixed number of increments per mode, and prints
 increments/s. It measures the store's RPC pattern, not Momento's service.
 """

@@ -1,6 +1,6 @@
 """A store that touches no datastore: the baseline that prices the service's own overhead.
 
-Served with `uvicorn --factory bench.null_store:create_null_app`, so the baseline goes
+Served with `uvicorn --factory benchmarks.null_store:create_null_app`, so the baseline goes
 through exactly the routing, auth, middleware, metrics and logging a real store does.
 """
 

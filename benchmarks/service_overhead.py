@@ -3,7 +3,8 @@
 Starts a throwaway redis-server and the service (one uvicorn process, the null baseline
 store beside sqlite and redis), then loads `POST /null/{id}`, `POST /sqlite/{id}` and
 `POST /redis/{id}` one after another at 64 connections and prints req/s, p50, p99 and the
-ratios to the baseline. Run from the project root: `.venv/bin/python bench/service_overhead.py`.
+ratios to the baseline. Run from the project root:
+`.venv/bin/python benchmarks/service_overhead.py`.
 
 The load comes from `wrk` (Debian package) when it is installed: a Python client tops out
 below what one uvicorn worker serves, so it would measure itself. `--client python` uses
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.null_store` live beside `app`
+sys.path.insert(0, str(ROOT))  # `tests.servers` and `benchmarks.null_store` live beside `app`
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -193,7 +194,7 @@ def main() -> int:
                         "redis_url": redis.url,
                         "log_level": level,
                     },
-                    target="bench.null_store:create_null_app",
+                    target="benchmarks.null_store:create_null_app",
                 )
                 service.start()
                 try:
