@@ -30,7 +30,7 @@ $(VENV)/.installed-test: requirements-test.lock $(VENV)/.installed
 run: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app.server
 
-# Servers are started by the tests themselves (tests/servers/) on loopback ports of
+# Servers are started by the tests themselves (testing/servers/) on loopback ports of
 # their own and stopped when the session ends, whatever its outcome. The compose tests
 # (tests/compose/) start dockerd if none runs, and stop only the one they started.
 test: $(VENV)/.installed-test

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` lives beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.servers` lives beside `app`
 
 from app.settings import Settings  # noqa: E402
 from app.stores import STORE_TYPES  # noqa: E402
 from app.stores.base import CounterStore, Once  # noqa: E402
-from tests.servers.dynamodb import DynamoDbLocalServer  # noqa: E402
-from tests.servers.mongo import MongoWireServer  # noqa: E402
+from testing.servers.dynamodb import DynamoDbLocalServer  # noqa: E402
+from testing.servers.mongo import MongoWireServer  # noqa: E402
 
 SERVERS: list[type[DynamoDbLocalServer] | type[MongoWireServer]] = [
     DynamoDbLocalServer,

@@ -17,7 +17,7 @@ from pathlib import Path
 from app.settings import Settings
 from app.stores.base import Once
 from app.stores.momento import MomentoStore
-from tests.servers.momento import MomentoLocalServer
+from testing.servers.momento import MomentoLocalServer
 
 
 async def _rate(ops: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> float:

@@ -33,15 +33,15 @@ import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` and `benchmarks.*` live beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.servers` and `benchmarks.*` live beside `app`
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from app.bench.load import new_run_id  # noqa: E402
-from tests.backends import BACKENDS  # noqa: E402
-from tests.bench.service import ServiceProcess  # noqa: E402
-from tests.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.backends import BACKENDS  # noqa: E402
+from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.service import ServiceProcess  # noqa: E402
 
 CONNECTIONS = 64
 WARMUP_SECONDS = 1.0

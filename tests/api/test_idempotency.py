@@ -21,8 +21,8 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES
 from app.stores.base import COUNTER_LIMIT
+from testing.backends import Backend
 from tests.api.memory_store import MemoryStore
-from tests.backends import Backend
 from tests.conftest import Servers, backend_params, make_settings, serve
 
 TIMEOUT = 1.0

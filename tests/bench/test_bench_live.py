@@ -10,8 +10,8 @@ import pytest
 
 from app import __version__
 from app.cli import main
-from tests.backends import BACKENDS
-from tests.bench.service import ServiceProcess
+from testing.backends import BACKENDS
+from testing.service import ServiceProcess
 from tests.conftest import Servers
 
 pytestmark = pytest.mark.bench
@@ -166,7 +166,7 @@ def broken_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     service = ServiceProcess(
         workdir,
         {"sqlite_path": workdir / "c.db"},
-        target="tests.bench.broken_store:create_broken_app",
+        target="testing.stores:create_broken_app",
     )
     service.start()
     try:

@@ -15,9 +15,9 @@ from pymongo.monitoring import CommandListener, CommandStartedEvent
 
 from app.errors import CounterCapped
 from app.stores.docdb import DocumentDbStore
+from testing.servers.base import free_port
+from testing.servers.mongo import MongoWireServer
 from tests.conftest import Servers, make_settings, once, open_store
-from tests.servers.base import free_port
-from tests.servers.mongo import MongoWireServer
 
 pytestmark = pytest.mark.docdb
 

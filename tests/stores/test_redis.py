@@ -19,8 +19,8 @@ from app.errors import StoreUnavailable
 from app.settings import SettingsError, load_settings
 from app.stores.base import COUNTER_LIMIT, Once
 from app.stores.redis import RedisStore, claim_key, counter_key, record_key
+from testing.servers.redis import RedisClusterServer, RedisServer
 from tests.conftest import Servers, make_settings, once, open_store, serve
-from tests.servers.redis import RedisClusterServer, RedisServer
 
 pytestmark = pytest.mark.redis
 

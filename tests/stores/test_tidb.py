@@ -13,9 +13,9 @@ import pytest
 from app.errors import CounterCapped
 from app.stores.base import Once, Recorded
 from app.stores.tidb import TidbStore, TidbTarget
+from testing.servers.base import free_port
+from testing.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
 from tests.conftest import Servers, make_settings, once, open_store
-from tests.servers.base import free_port
-from tests.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
 
 pytestmark = pytest.mark.tidb
 

@@ -1,6 +1,6 @@
 """A local Momento server on the published wire types, holding its items in memory.
 
-Run as `python -m tests.servers.momento_fake --port N [--cache NAME ...]`. It serves the
+Run as `python -m testing.servers.momento_fake --port N [--cache NAME ...]`. It serves the
 scalar RPCs the counter store uses with the service's semantics: values are bytes,
 Increment works on base-10 ASCII integers and creates missing keys, every write sets
 the item's TTL, expired items read as misses, an unknown cache is NOT_FOUND. Each
