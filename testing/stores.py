@@ -6,6 +6,7 @@ auth, middleware, metrics and logging a real store does. The broken store breaks
 `atomic-counter bench` checks (`uvicorn --factory testing.stores:create_broken_app`).
 """
 
+import time
 from typing import ClassVar, Self
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from app.errors import CounterCapped
 from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
+from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
 
 class NullStore:
@@ -25,6 +27,7 @@ class NullStore:
 
     def __init__(self) -> None:
         self._values: dict[str, int] = {}
+        self._records: dict[str, tuple[Recorded, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -34,11 +37,28 @@ class NullStore:
         pass
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+        limit = COUNTER_LIMIT if cap is None else cap
         value = self._values.get(key, 0) + by
-        if cap is not None and value > cap:
-            raise CounterCapped(current=value - by, cap=cap)
+        if value > limit:
+            raise CounterCapped(current=value - by, cap=limit)
         self._values[key] = value
         return value
+
+    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+        found = self._records.get(once.token)
+        if found is not None and found[1] > time.monotonic():
+            first = found[0]
+            return Recorded(first.value, first.capped, first.fingerprint, replayed=True)
+        try:
+            recorded = Recorded(await self.increment(key, by, cap), False, once.fingerprint, False)
+        except CounterCapped as exc:
+            recorded = Recorded(exc.current, True, once.fingerprint, False)
+        self._records[once.token] = (recorded, time.monotonic() + once.ttl_seconds)
+        return recorded
+
+    async def purge_expired(self) -> None:
+        now = time.monotonic()
+        self._records = {token: kept for token, kept in self._records.items() if kept[1] > now}
 
     async def get(self, key: str) -> int:
         return self._values.get(key, 0)
