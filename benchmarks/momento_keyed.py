@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from app.settings import Settings
 from app.stores.base import Once
@@ -38,7 +39,8 @@ def _once() -> Once:
 
 
 async def _measure(server: MomentoLocalServer, ops: int, concurrency: int) -> None:
-    store = MomentoStore.from_settings(Settings(_env_file=None, **server.settings()))
+    values: dict[str, Any] = server.settings()
+    store = MomentoStore.from_settings(Settings(_env_file=None, **values))
     assert store is not None
     await store.setup()
     try:

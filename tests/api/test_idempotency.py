@@ -390,7 +390,7 @@ async def test_reuse_for_another_request_is_refused_before_anything_is_written(
 async def test_an_invalid_key_is_422_and_writes_nothing(
     memory: httpx.AsyncClient, value: bytes
 ) -> None:
-    answer = await memory.post("/memory/x", headers={"Idempotency-Key": value})
+    answer = await memory.post("/memory/x", headers={b"Idempotency-Key": value})
     assert answer.status_code == 422
     assert answer.json()["error"] == "Idempotency-Key must be 1 to 255 printable ASCII characters"
     assert (await memory.get("/memory/x")).json()["counter"] == 0
