@@ -30,7 +30,7 @@ $(VENV)/.installed-test: requirements-test.lock $(VENV)/.installed
 run: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app.server
 
-# Servers are started by the tests themselves (tests/servers/) on loopback ports of
+# Servers are started by the tests themselves (testing/servers/) on loopback ports of
 # their own and stopped when the session ends, whatever its outcome. The compose tests
 # (tests/compose/) start dockerd if none runs, and stop only the one they started.
 test: $(VENV)/.installed-test
@@ -58,19 +58,19 @@ format:
 
 # Issue 10's ratios in one run, loaded by wrk (Debian): group commit on vs off per store,
 # DynamoDB Local vs a naive app, service vs bare FastAPI, the bench client vs wrk, start-up,
-# RSS and p99 (bench/perf.py). The older null/sqlite/redis overhead table:
-# `$(BIN)/python bench/service_overhead.py`.
+# RSS and p99 (benchmarks/perf.py). The older null/sqlite/redis overhead table:
+# `$(BIN)/python benchmarks/service_overhead.py`.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "wrk is needed: apt-get install wrk"; exit 1; }
 	scripts/install-test-deps.sh
-	$(BIN)/python bench/perf.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/perf.py $(BENCH_ARGS)
 
 # Every store side by side with `atomic-counter bench` (the README's comparison).
 compare: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
-	$(BIN)/python bench/compare_stores.py --out results/ --requests 5000
+	$(BIN)/python benchmarks/compare_stores.py --out results/ --requests 5000
 
 clean:
 	rm -rf $(VENV) .cache data .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DOCKER=${DOCKER:-docker}
-STAMP=$(cat scripts/build-stand-ins.sh deploy/compose/stand-ins/*/* tests/servers/momento_fake.py \
+STAMP=$(cat scripts/build-stand-ins.sh deploy/compose/stand-ins/*/* testing/servers/momento_fake.py \
   | sha256sum | cut -c1-12)
 ROOTFS_VERSION=1  # bump after changing rootfs_tar() or PYTHON_LIBS: debootstrap runs again
 PREFIX=atomic-counter-stand-in
@@ -140,7 +140,7 @@ build redis "$DEBIAN"
 build tidb "$DEBIAN"
 build dynamodb "$DEBIAN" "$jar_dir=dynamodb-local"
 build mongo "$PYTHON313"
-build momento-local "$PYTHON312" tests/servers/momento_fake.py=momento_fake.py
+build momento-local "$PYTHON312" testing/servers/momento_fake.py=momento_fake.py
 
 cat <<EOF
 PYTHON_IMAGE=$PYTHON312

@@ -16,8 +16,8 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
 from app.stores.base import Once
-from tests.backends import BACKENDS, Backend
-from tests.servers.base import LocalServer, ServerUnavailable
+from testing.backends import BACKENDS, Backend
+from testing.servers.base import LocalServer, ServerUnavailable
 
 # `make test` (and so CI) sets this: a server that cannot start is then a failure,
 # never a skip.

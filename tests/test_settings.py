@@ -10,8 +10,8 @@ from asgi_lifespan import LifespanManager
 
 from app.main import create_app
 from app.settings import SettingsError, load_settings
-from tests.bench.service import _SETTINGS_VARS
-from tests.servers.base import PROJECT_ROOT
+from testing.servers.base import PROJECT_ROOT
+from testing.service import _SETTINGS_VARS
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from app.errors import CounterCapped
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
 from app.stores.base import COUNTER_LIMIT
-from bench.null_store import NullStore
+from testing.stores import NullStore
 
 
 class FailingStore(NullStore):

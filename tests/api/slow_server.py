@@ -5,7 +5,7 @@ import sys
 from typing import ClassVar
 
 from app.server import main
-from bench.null_store import NullStore
+from testing.stores import NullStore
 from tests.api.fake_stores import with_stores
 
 SLOW_SECONDS = 1.0

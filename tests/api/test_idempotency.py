@@ -21,8 +21,8 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES
 from app.stores.base import COUNTER_LIMIT
+from testing.backends import Backend
 from tests.api.memory_store import MemoryStore
-from tests.backends import Backend
 from tests.conftest import Servers, backend_params, make_settings, serve
 
 TIMEOUT = 1.0
@@ -401,7 +401,7 @@ async def test_reuse_for_another_request_is_refused_before_anything_is_written(
 async def test_an_invalid_key_is_422_and_writes_nothing(
     memory: httpx.AsyncClient, value: bytes
 ) -> None:
-    answer = await memory.post("/memory/x", headers={"Idempotency-Key": value})
+    answer = await memory.post("/memory/x", headers={b"Idempotency-Key": value})
     assert answer.status_code == 422
     assert answer.json()["error"] == "Idempotency-Key must be 1 to 255 printable ASCII characters"
     assert (await memory.get("/memory/x")).json()["counter"] == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends import Backend
+from testing.backends import Backend
 from tests.conftest import Servers, backend_params, make_settings, serve
 
 TIMEOUT = 1.0

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from testing.servers.redis import RedisServer
 from tests.api.test_server import Server
 from tests.conftest import Servers
-from tests.servers.redis import RedisServer
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.redis]
 

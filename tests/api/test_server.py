@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bench.service import ServiceProcess
+from testing.service import ServiceProcess
 
 pytestmark = pytest.mark.sqlite
 

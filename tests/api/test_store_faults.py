@@ -15,7 +15,7 @@ from app import counters as counters_module
 from app.main import create_app
 from app.settings import Settings
 from app.stores.base import COUNTER_LIMIT
-from bench.null_store import NullStore
+from testing.stores import NullStore
 from tests.api.fake_stores import (
     FailingStore,
     LeakyStore,

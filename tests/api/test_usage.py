@@ -15,9 +15,9 @@ from app.main import create_app
 from app.metrics import Metrics
 from app.settings import SettingsError, load_settings
 from app.usage import DailyQuota, QuotaExceeded, TokenBucket
-from tests.bench.service import ServiceProcess
+from testing.servers.redis import RedisServer
+from testing.service import ServiceProcess
 from tests.conftest import Servers, make_settings, serve
-from tests.servers.redis import RedisServer
 
 KEYS = {"one": {"x-api-key": "key-one"}, "two": {"x-api-key": "key-two"}}
 

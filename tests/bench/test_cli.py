@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from app.cli import main, parse_duration
-from tests.servers.base import PROJECT_ROOT
+from testing.servers.base import PROJECT_ROOT
 
 pytestmark = pytest.mark.bench
 

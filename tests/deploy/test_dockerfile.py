@@ -141,7 +141,7 @@ def test_dockerignore_keeps_venvs_data_caches_tests_and_secrets_out() -> None:
         ".git/HEAD",
         ".pytest_cache/v",
         "app/__pycache__/main.cpython-312.pyc",
-        "bench/run.py",
+        "benchmarks/perf.py",
         "deploy/ecs/cloudformation.yaml",
         "requirements-bench.lock",
     ]:

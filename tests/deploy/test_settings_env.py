@@ -122,8 +122,10 @@ def test_values_parse_as_the_app_settings(
     compose: dict[str, Any], task_definition: dict[str, Any], template: dict[str, Any]
 ) -> None:
     for where, (_, env) in places(compose, task_definition, template).items():
-        values = {k.lower(): v for k, v in env.items() if k in SETTINGS and v and "${" not in v}
-        Settings(_env_file=None, **values)  # type: ignore[call-arg]  # raises if one is invalid
+        values: dict[str, Any] = {
+            k.lower(): v for k, v in env.items() if k in SETTINGS and v and "${" not in v
+        }
+        Settings(_env_file=None, **values)  # raises if one is invalid
         assert where
 
 

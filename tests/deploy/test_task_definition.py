@@ -41,10 +41,10 @@ def enum_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
                 errors += enum_errors(item, shape.members[key], f"{path}.{key}")
     elif shape.type_name == "list" and isinstance(value, list):
         for n, item in enumerate(value):
-            errors += enum_errors(item, shape.member, f"{path}[{n}]")  # type: ignore[attr-defined]
+            errors += enum_errors(item, shape.member, f"{path}[{n}]")
     elif shape.type_name == "map" and isinstance(value, dict):
         for key, item in value.items():
-            errors += enum_errors(item, shape.value, f"{path}[{key}]")  # type: ignore[attr-defined]
+            errors += enum_errors(item, shape.value, f"{path}[{key}]")
     elif shape.type_name == "string" and shape.enum and value not in shape.enum:
         errors.append(f"{path}: {value!r} is not one of {shape.enum}")
     return errors

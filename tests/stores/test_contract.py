@@ -136,5 +136,6 @@ async def test_counters_are_independent(store: CounterStore, key: str) -> None:
     assert (await store.get(f"{key}-a"), await store.get(f"{key}-b")) == (20, 20)
 
 
-async def test_ping_answers(store: CounterStore) -> None:
+async def test_ping_returns_while_the_server_is_up(store: CounterStore) -> None:
+    # Its partner, that ping raises once the server is down, is tests/stores/test_ping.py.
     await store.ping()

@@ -15,9 +15,9 @@ from pymongo.monitoring import CommandListener, CommandStartedEvent
 
 from app.errors import CounterCapped
 from app.stores.docdb import DocumentDbStore
+from testing.servers.base import free_port
+from testing.servers.mongo import MongoWireServer
 from tests.conftest import Servers, make_settings, once, open_store
-from tests.servers.base import free_port
-from tests.servers.mongo import MongoWireServer
 
 pytestmark = pytest.mark.docdb
 
@@ -136,8 +136,11 @@ DOCDB_HOST = "mongodb://u:p@app.cluster-x.eu-west-1.docdb.amazonaws.com:27017/"
     ids=["defaulted", "uri-wins"],
 )
 @pytest.mark.filterwarnings("ignore:You appear to be connected to a DocumentDB cluster")
-async def test_documentdb_hosts_get_no_retryable_writes(query: str, retry_writes: bool) -> None:
-    # DocumentDB rejects every retryable write, so without this each increment fails.
+async def test_documentdb_hosts_get_a_client_with_retryable_writes_off_unless_the_uri_says(
+    query: str, retry_writes: bool
+) -> None:
+    # DocumentDB rejects every retryable write, so without this each increment fails. No
+    # local server rejects them (mongoeco accepts both), so this reads the client's option.
     store = DocumentDbStore.from_settings(make_settings(docdb_url=DOCDB_HOST + query))
     assert store is not None
     assert store._client.options.retry_writes is retry_writes

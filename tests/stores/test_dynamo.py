@@ -18,8 +18,8 @@ from app.errors import CounterCapped, StoreUnavailable
 from app.settings import SettingsError
 from app.stores.base import Once
 from app.stores.dynamo import DynamoStore
+from testing.servers.dynamodb import REGION, DynamoDbLocalServer
 from tests.conftest import Servers, make_settings, once, serve
-from tests.servers.dynamodb import REGION, DynamoDbLocalServer
 
 pytestmark = pytest.mark.dynamo
 

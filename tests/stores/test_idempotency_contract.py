@@ -1,6 +1,7 @@
 """`increment_once`, on every store: one increment per token, recorded with it, replayed after."""
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 
@@ -66,7 +67,9 @@ async def test_thirty_concurrent_copies_move_the_counter_by_exactly_one(
 async def test_distinct_tokens_each_count_once_beside_unkeyed_increments(
     store: CounterStore, key: str
 ) -> None:
-    keyed = [store.increment_once(key, 1, None, once()) for _ in range(150)]
+    keyed: list[Awaitable[Recorded | int]] = [
+        store.increment_once(key, 1, None, once()) for _ in range(150)
+    ]
     plain = [store.increment(key) for _ in range(150)]
     results = await asyncio.gather(*keyed, *plain)
     values = [r.value if isinstance(r, Recorded) else r for r in results]

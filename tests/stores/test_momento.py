@@ -23,8 +23,8 @@ from app.errors import CounterCapped, RequestInFlight
 from app.stores import momento
 from app.stores.base import COUNTER_LIMIT
 from app.stores.momento import MomentoContention, MomentoError, MomentoStore, MomentoUnavailable
+from testing.servers.momento import MomentoLocalServer
 from tests.conftest import Servers, make_settings, once, serve
-from tests.servers.momento import MomentoLocalServer
 
 pytestmark = pytest.mark.momento
 

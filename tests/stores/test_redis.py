@@ -19,8 +19,8 @@ from app.errors import StoreUnavailable
 from app.settings import SettingsError, load_settings
 from app.stores.base import COUNTER_LIMIT, Once
 from app.stores.redis import RedisStore, claim_key, counter_key, record_key
+from testing.servers.redis import RedisClusterServer, RedisServer
 from tests.conftest import Servers, make_settings, once, open_store, serve
-from tests.servers.redis import RedisClusterServer, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -295,10 +295,11 @@ def ids_on_other_nodes(cluster: RedisClusterServer, count: int) -> list[str]:
     """Ids whose counters the node at `cluster.url` does not own: it answers MOVED for them."""
     client = redis.RedisCluster.from_url(cluster.url)
     try:
-        ids = []
+        ids: list[str] = []
         while len(ids) < count:
             candidate = f"test-{uuid.uuid4().hex}"
-            node = client.get_node_from_key(counter_key(PREFIX, candidate))
+            # redis-py leaves get_node_from_key unannotated.
+            node = client.get_node_from_key(counter_key(PREFIX, candidate))  # type: ignore[no-untyped-call]
             if node.port != cluster.port:
                 ids.append(candidate)
         return ids
@@ -322,7 +323,8 @@ async def test_redis_cluster_false_against_a_cluster_is_a_503_naming_the_setting
 def read_on_cluster(cluster: RedisClusterServer, counter_id: str) -> bytes | None:
     client = redis.RedisCluster.from_url(cluster.url)
     try:
-        value: bytes | None = client.get(counter_key(PREFIX, counter_id))
+        value = client.get(counter_key(PREFIX, counter_id))
+        assert not isinstance(value, str), "the client was built without decode_responses"
         return value
     finally:
         client.close()
@@ -360,7 +362,9 @@ def ids_by_node(cluster: RedisClusterServer) -> dict[int, str]:
         ids: dict[int, str] = {}
         while len(ids) < len(cluster.nodes):
             candidate = f"test-{uuid.uuid4().hex}"
-            ids.setdefault(client.get_node_from_key(counter_key(PREFIX, candidate)).port, candidate)
+            # redis-py leaves get_node_from_key unannotated.
+            node = client.get_node_from_key(counter_key(PREFIX, candidate))  # type: ignore[no-untyped-call]
+            ids.setdefault(node.port, candidate)
         return ids
     finally:
         client.close()

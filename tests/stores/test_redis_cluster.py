@@ -1,6 +1,6 @@
 """The store contract suites again, against a three-master Redis Cluster.
 
-The cluster is not an entry of `tests.backends.BACKENDS`: that table also drives the HTTP,
+The cluster is not an entry of `testing.backends.BACKENDS`: that table also drives the HTTP,
 outage and bench suites, which start, stop and address one server per store name. Here
 every contract test is collected again, with a `store` fixture of this module's own that
 connects to the cluster the way production does (`REDIS_CLUSTER` unset: detected at setup).
@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.stores.redis import RedisStore
+from testing.servers.redis import RedisClusterServer
 from tests.conftest import Servers, open_store
-from tests.servers.redis import RedisClusterServer
 from tests.stores import test_contract, test_idempotency_contract, test_range_contract
 
 pytestmark = pytest.mark.redis

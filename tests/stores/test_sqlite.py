@@ -80,7 +80,7 @@ async def test_writes_that_timed_out_never_land_after_the_lock_is_released(
 ) -> None:
     assert await sqlite.increment(key) == 1
     with write_lock_held(path):
-        calls = [as_caller(sqlite.increment(key)) for _ in range(20)]
+        calls: list[Awaitable[object]] = [as_caller(sqlite.increment(key)) for _ in range(20)]
         calls += [as_caller(sqlite.increment_once(key, 1, None, once())) for _ in range(20)]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(o, TimeoutError | sqlite3.OperationalError) for o in outcomes)
@@ -111,7 +111,9 @@ async def test_two_workers_on_one_file_count_each_token_once(path: Path, key: st
         )
         assert [c.replayed for c in copies].count(False) == 1
         assert {c.value for c in copies} == {1}
-        keyed = [w.increment_once(key, 1, None, once()) for w in [first, second] * 75]
+        keyed: list[Awaitable[Recorded | int]] = [
+            w.increment_once(key, 1, None, once()) for w in [first, second] * 75
+        ]
         plain = [w.increment(key) for w in [first, second] * 75]
         results = await asyncio.gather(*keyed, *plain)
         values = [r.value if isinstance(r, Recorded) else r for r in results]

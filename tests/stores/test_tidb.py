@@ -13,9 +13,9 @@ import pytest
 from app.errors import CounterCapped
 from app.stores.base import Once, Recorded
 from app.stores.tidb import TidbStore, TidbTarget
+from testing.servers.base import free_port
+from testing.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
 from tests.conftest import Servers, make_settings, once, open_store
-from tests.servers.base import free_port
-from tests.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
 
 pytestmark = pytest.mark.tidb
 
@@ -163,7 +163,10 @@ async def test_wrong_password_is_reported_as_unavailable_without_the_password(
     assert "not-the-password" not in str(failed.value)
 
 
-def test_tls_ca_gives_a_context_that_verifies_the_server(tmp_path: Path) -> None:
+def test_tls_ca_setting_builds_a_verifying_context_and_a_missing_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Reads the context's options; tests/stores/test_tls.py proves them against a TLS server.
     bundle = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
     if not bundle.is_file():
         pytest.skip("no CA bundle on this machine to load")

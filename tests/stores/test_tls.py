@@ -17,10 +17,10 @@ import pytest
 from app.stores import CounterStore
 from app.stores.redis import RedisStore
 from app.stores.tidb import TidbStore
+from testing.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbTlsServer
+from testing.servers.redis import RedisTlsServer
+from testing.servers.tls import CertificateAuthority
 from tests.conftest import Servers, make_settings, open_store, serve
-from tests.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbTlsServer
-from tests.servers.redis import RedisTlsServer
-from tests.servers.tls import CertificateAuthority
 
 # Failures here are refusals at the handshake, not waits: a short timeout keeps them fast.
 TIMEOUT = 2.0

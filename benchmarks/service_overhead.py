@@ -3,7 +3,8 @@
 Starts a throwaway redis-server and the service (one uvicorn process, the null baseline
 store beside sqlite and redis), then loads `POST /null/{id}`, `POST /sqlite/{id}` and
 `POST /redis/{id}` one after another at 64 connections and prints req/s, p50, p99 and the
-ratios to the baseline. Run from the project root: `.venv/bin/python bench/service_overhead.py`.
+ratios to the baseline. Run from the project root:
+`.venv/bin/python benchmarks/service_overhead.py`.
 
 The load comes from `wrk` (Debian package) when it is installed: a Python client tops out
 below what one uvicorn worker serves, so it would measure itself. `--client python` uses
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.null_store` live beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.servers` and `testing.stores` live beside `app`
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -31,8 +32,8 @@ from rich.table import Table  # noqa: E402
 from app.bench.load import LoadPlan, key_ids, make_client, new_run_id, run_store  # noqa: E402
 from app.bench.report import percentile  # noqa: E402
 from app.bench.verdict import judge, key_outcomes  # noqa: E402
-from tests.bench.service import ServiceProcess  # noqa: E402
-from tests.servers.redis import RedisServer  # noqa: E402
+from testing.servers.redis import RedisServer  # noqa: E402
+from testing.service import ServiceProcess  # noqa: E402
 
 ROUTES = ("null", "sqlite", "redis")
 
@@ -193,7 +194,7 @@ def main() -> int:
                         "redis_url": redis.url,
                         "log_level": level,
                     },
-                    target="bench.null_store:create_null_app",
+                    target="testing.stores:create_null_app",
                 )
                 service.start()
                 try:

@@ -4,7 +4,7 @@ Starts the local test servers (DynamoDB Local, mongoeco), then drives each store
 directly (no HTTP) with the same number of calls in flight: unkeyed increments, then
 keyed ones with a fresh token each. `--keys 1` is one hot counter, whose item or
 document grows by one record per keyed call; more keys spread the records out. Run
-from the project root: `.venv/bin/python bench/keyed_cost.py`.
+from the project root: `.venv/bin/python benchmarks/keyed_cost.py`.
 """
 
 import argparse
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` lives beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.servers` lives beside `app`
 
 from app.settings import Settings  # noqa: E402
 from app.stores import STORE_TYPES  # noqa: E402
 from app.stores.base import CounterStore, Once  # noqa: E402
-from tests.servers.dynamodb import DynamoDbLocalServer  # noqa: E402
-from tests.servers.mongo import MongoWireServer  # noqa: E402
+from testing.servers.dynamodb import DynamoDbLocalServer  # noqa: E402
+from testing.servers.mongo import MongoWireServer  # noqa: E402
 
 SERVERS: list[type[DynamoDbLocalServer] | type[MongoWireServer]] = [
     DynamoDbLocalServer,

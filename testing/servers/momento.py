@@ -1,4 +1,4 @@
-"""The tests' Momento: `tests.servers.momento_fake`, a gRPC server on Momento's wire types."""
+"""The tests' Momento: `testing.servers.momento_fake`, a gRPC server on Momento's wire types."""
 
 import sys
 import uuid
@@ -9,7 +9,7 @@ import grpc
 from momento_wire_types import controlclient_pb2 as ctrl
 from momento_wire_types import controlclient_pb2_grpc as ctrl_grpc
 
-from tests.servers.base import PROJECT_ROOT, LocalServer
+from testing.servers.base import PROJECT_ROOT, LocalServer
 
 
 class MomentoLocalServer(LocalServer):
@@ -33,13 +33,13 @@ class MomentoLocalServer(LocalServer):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "tests.servers.momento_fake",
+            sys.executable, "-m", "testing.servers.momento_fake",
             "--port", str(self.port),
             "--cache", self.cache_name,
         ]  # fmt: skip
 
     def cwd(self) -> Path:
-        return PROJECT_ROOT  # where `-m tests.servers...` resolves
+        return PROJECT_ROOT  # where `-m testing.servers...` resolves
 
     def ready(self) -> bool:
         try:

@@ -1,10 +1,10 @@
 """Compare every store on this machine: the README's figures.
 
-Starts every local test server that can start here (tests/servers), one service with all
+Starts every local test server that can start here (testing/servers), one service with all
 of them enabled, and runs `atomic-counter bench --stores all` in four scenarios, each
 writing results.json and results.png under OUT/<scenario>/. Stores whose server cannot
 start are skipped with the reason. Run from the project root:
-`.venv/bin/python bench/compare_stores.py --out results/`.
+`.venv/bin/python benchmarks/compare_stores.py --out results/`.
 """
 
 import argparse
@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` lives beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.servers` lives beside `app`
 
-from tests.backends import BACKENDS  # noqa: E402
-from tests.bench.service import ServiceProcess  # noqa: E402
-from tests.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.backends import BACKENDS  # noqa: E402
+from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.service import ServiceProcess  # noqa: E402
 
 
 def scenarios(requests: int, keys: int) -> dict[str, list[str]]:

@@ -1,6 +1,6 @@
 """A local Momento server on the published wire types, holding its items in memory.
 
-Run as `python -m tests.servers.momento_fake --port N [--cache NAME ...]`. It serves the
+Run as `python -m testing.servers.momento_fake --port N [--cache NAME ...]`. It serves the
 scalar RPCs the counter store uses with the service's semantics: values are bytes,
 Increment works on base-10 ASCII integers and creates missing keys, every write sets
 the item's TTL, expired items read as misses, an unknown cache is NOT_FOUND. Each
@@ -176,8 +176,9 @@ class ScsControl(ctrl_grpc.ScsControlServicer):
 async def serve(port: int, cache_names: list[str]) -> None:
     caches = Caches(cache_names)
     server = grpc.aio.server()
-    pb_grpc.add_ScsServicer_to_server(Scs(caches), server)
-    ctrl_grpc.add_ScsControlServicer_to_server(ScsControl(caches), server)
+    # The wire types' generated gRPC modules carry no annotations.
+    pb_grpc.add_ScsServicer_to_server(Scs(caches), server)  # type: ignore[no-untyped-call]
+    ctrl_grpc.add_ScsControlServicer_to_server(ScsControl(caches), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"momento fake listening on 127.0.0.1:{port}, caches {cache_names}", flush=True)

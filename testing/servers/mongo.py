@@ -11,7 +11,7 @@ from typing import ClassVar
 import pymongo
 from pymongo.errors import PyMongoError
 
-from tests.servers.base import CACHE_DIR, LocalServer, port_open
+from testing.servers.base import CACHE_DIR, LocalServer, port_open
 
 VENV = CACHE_DIR / "mongoeco-venv"
 LAUNCHER = Path(__file__).with_name("mongoeco_launcher.py")

@@ -1,6 +1,6 @@
 """Keyed (`increment_once`) against plain increments on the tests' local Momento server.
 
-Run: `.venv/bin/python -m bench.momento_keyed [--ops 5000] [--concurrency 50]`. It starts
+Run: `.venv/bin/python -m benchmarks.momento_keyed [--ops 5000] [--concurrency 50]`. It starts
 the fake gRPC server on loopback, sends a fixed number of increments per mode, and prints
 increments/s. It measures the store's RPC pattern, not Momento's service.
 """
@@ -13,11 +13,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from app.settings import Settings
 from app.stores.base import Once
 from app.stores.momento import MomentoStore
-from tests.servers.momento import MomentoLocalServer
+from testing.servers.momento import MomentoLocalServer
 
 
 async def _rate(ops: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> float:
@@ -38,7 +39,8 @@ def _once() -> Once:
 
 
 async def _measure(server: MomentoLocalServer, ops: int, concurrency: int) -> None:
-    store = MomentoStore.from_settings(Settings(_env_file=None, **server.settings()))
+    values: dict[str, Any] = server.settings()
+    store = MomentoStore.from_settings(Settings(_env_file=None, **values))
     assert store is not None
     await store.setup()
     try:

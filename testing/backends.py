@@ -5,12 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers.base import LocalServer
-from tests.servers.dynamodb import DynamoDbLocalServer
-from tests.servers.mariadb import MariaDbServer
-from tests.servers.momento import MomentoLocalServer
-from tests.servers.mongo import MongoWireServer
-from tests.servers.redis import RedisServer
+from testing.servers.base import LocalServer
+from testing.servers.dynamodb import DynamoDbLocalServer
+from testing.servers.mariadb import MariaDbServer
+from testing.servers.momento import MomentoLocalServer
+from testing.servers.mongo import MongoWireServer
+from testing.servers.redis import RedisServer
 
 
 @dataclass(frozen=True)

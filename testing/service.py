@@ -8,7 +8,7 @@ from typing import ClassVar
 import httpx
 
 from app.settings import Settings
-from tests.servers.base import PROJECT_ROOT, LocalServer
+from testing.servers.base import PROJECT_ROOT, LocalServer
 
 # Our environment must not enable or configure stores behind the test's back.
 _SETTINGS_VARS = {name.upper() for name in Settings.model_fields}

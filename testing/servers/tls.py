@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
 
-from tests.servers.base import ServerUnavailable
+from testing.servers.base import ServerUnavailable
 
 # What a client connecting to a test server on loopback checks the certificate against.
 LOOPBACK_NAMES: tuple[str, ...] = ("IP:127.0.0.1", "DNS:localhost")

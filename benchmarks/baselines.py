@@ -5,7 +5,7 @@
 - `create_naive_dynamo_app`: one DynamoDB `UpdateItem` (`ADD`) per request through the same
   store code and SDK settings as the service, without group commit or anything else.
 
-Served with `uvicorn --factory bench.baselines:create_bare_app` (or `..._naive_dynamo_app`).
+Served with `uvicorn --factory benchmarks.baselines:create_bare_app` (or `..._naive_dynamo_app`).
 """
 
 from collections.abc import AsyncIterator

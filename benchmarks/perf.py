@@ -13,7 +13,7 @@ back to back in this script, alternated over `--rounds`:
 Load comes from wrk (Debian package), 1 thread, on loopback only; every load is bounded by
 `--seconds` (and the 100,000 increments by count and a time limit). Counters are read back
 after each load and checked against the 200s. Run from the project root:
-`.venv/bin/python bench/perf.py [--seconds 5] [--rounds 2] [--out results/perf]`.
+`.venv/bin/python benchmarks/perf.py [--seconds 5] [--rounds 2] [--out results/perf]`.
 """
 
 import argparse
@@ -33,15 +33,15 @@ import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.servers` and `bench.*` live beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.servers` and `benchmarks.*` live beside `app`
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from app.bench.load import new_run_id  # noqa: E402
-from tests.backends import BACKENDS  # noqa: E402
-from tests.bench.service import ServiceProcess  # noqa: E402
-from tests.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.backends import BACKENDS  # noqa: E402
+from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.service import ServiceProcess  # noqa: E402
 
 CONNECTIONS = 64
 WARMUP_SECONDS = 1.0
@@ -123,6 +123,10 @@ class Bench:
         figures["verdict"] = "correct" if correct else f"INCORRECT: {ok} ok, final {final}"
         return figures
 
+    def hot_rounds(self, base: str, store: str, label: str) -> Callable[[int], dict[str, Any]]:
+        """`hot` as one load of `alternate`: round r runs on a key of its own."""
+        return lambda round_: self.hot(base, store, f"{label}-{round_}")
+
     def alternate(
         self, loads: dict[str, Callable[[int], dict[str, Any]]]
     ) -> dict[str, list[dict[str, Any]]]:
@@ -163,8 +167,8 @@ def group_commit_per_store(bench: Bench, on: str, off: str, stores: list[str]) -
             bench.wrk(f"{base}/{store}/{bench.run_id}-first-warmup", 2 * WARMUP_SECONDS)
         runs = bench.alternate(
             {
-                "off": lambda r, s=store: bench.hot(off, s, f"gc-off-{r}"),
-                "on": lambda r, s=store: bench.hot(on, s, f"gc-on-{r}"),
+                "off": bench.hot_rounds(off, store, "gc-off"),
+                "on": bench.hot_rounds(on, store, "gc-on"),
             }
         )
         off_rps, on_rps = median(runs["off"], "rps"), median(runs["on"], "rps")
@@ -362,7 +366,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
+    # (title, bar names, ratios, goal line or None)
+    panels: list[tuple[str, list[str], list[float], float | None]] = []
     if "group_commit" in results:
         found = results["group_commit"]
         panels.append(
@@ -377,9 +382,9 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         ("dynamo_vs_naive", "2. DynamoDB Local: service ÷ naive", "service ÷ naive", 4.0),
         ("service_vs_bare", "3. redis hot route: service ÷ bare FastAPI", "service ÷ bare", 0.6),
     ]
-    for name, title, label, goal in pairs:
+    for name, title, label, target in pairs:
         if name in results:
-            panels.append((title, [label], [results[name]["ratio"]], goal))
+            panels.append((title, [label], [results[name]["ratio"]], target))
     if "client_vs_wrk" in results:
         found = results["client_vs_wrk"]
         panels.append(
@@ -466,12 +471,14 @@ def main() -> int:
                 "on": ServiceProcess(workdir / "gc-on", settings | {"group_commit": True}),
                 "off": ServiceProcess(workdir / "gc-off", settings | {"group_commit": False}),
                 "bare": ServiceProcess(
-                    workdir / "bare", {}, target="bench.baselines:create_bare_app"
+                    workdir / "bare", {}, target="benchmarks.baselines:create_bare_app"
                 ),
             }
             if "dynamo" in stores:
                 services["naive"] = ServiceProcess(
-                    workdir / "naive", settings, target="bench.baselines:create_naive_dynamo_app"
+                    workdir / "naive",
+                    settings,
+                    target="benchmarks.baselines:create_naive_dynamo_app",
                 )
             for service in services.values():
                 service.start()

@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import redis
 
-from tests.servers.base import LocalServer, ServerUnavailable, free_port
-from tests.servers.tls import TlsFiles
+from testing.servers.base import LocalServer, ServerUnavailable, free_port
+from testing.servers.tls import TlsFiles
 
 
 class RedisServer(LocalServer):
