@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -145,6 +147,15 @@ class LocalServer:
         """Let a paused server run again (SIGCONT), with whatever it received meanwhile."""
         assert self._process is not None, f"{self.name} is not running"
         os.kill(self._process.pid, signal.SIGCONT)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server frozen for the block, then let run again."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     @property
     def running(self) -> bool:

@@ -2,12 +2,9 @@
 
 import os
 import shutil
-import signal
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,16 +96,6 @@ class DynamoDbLocalServer(LocalServer):
         except (BotoCoreError, ClientError):
             return False
         return True
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """SIGSTOP the server for the block: connections stay open, nothing answers."""
-        assert self._process is not None, "start() it first"
-        self._process.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self._process.send_signal(signal.SIGCONT)
 
     def _probe_client(self) -> Any:
         if self._probe is None:

@@ -1,8 +1,6 @@
 """Debian's MariaDB as a throwaway stand-in for TiDB: own data dir, own loopback port."""
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -122,16 +120,6 @@ class MariaDbServer(LocalServer):
             f"CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
             f"GRANT ALL ON {DATABASE}.* TO '{USER}'@'127.0.0.1';"
         )
-
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
-        assert self._process is not None, "not started"
-        os.kill(self._process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """Let a paused server run on, as after a long GC pause or a network stall."""
-        assert self._process is not None, "not started"
-        os.kill(self._process.pid, signal.SIGCONT)
 
     def sql(self, statements: str, *, check: bool = True) -> bool:
         """Run statements as root over the unix socket; False (or raise) if they fail."""

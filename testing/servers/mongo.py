@@ -1,10 +1,7 @@
 """mongoeco, a MongoDB wire-protocol server in Python, as the stand-in for MongoDB/DocumentDB."""
 
 import os
-import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -73,13 +70,3 @@ class MongoWireServer(LocalServer):
         finally:
             client.close()
         return True
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """SIGSTOP the server for the block: connections stay open, nothing answers."""
-        assert self._process is not None, "start() it first"
-        self._process.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self._process.send_signal(signal.SIGCONT)
