@@ -40,9 +40,12 @@ def secrets_of(settings: Settings) -> list[str]:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask URL credentials and every one of `secrets` in `text`."""
     # A function, not a template: no template parsing (and import) in a logging call.
-    text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{_MASK}@", text)
+    # Credentials in a URL need both marks: most lines have no URL and skip the regex.
+    if "@" in text and "://" in text:
+        text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{_MASK}@", text)
     for secret in secrets:
-        text = text.replace(secret, _MASK)
+        if secret in text:
+            text = text.replace(secret, _MASK)
     return text
 
 
