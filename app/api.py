@@ -4,6 +4,7 @@ import hmac
 import re
 from typing import Annotated
 
+import orjson
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -86,10 +87,10 @@ def strict_id(request: Request, id: str) -> str:
 
 def _counter_json(
     store: str, id: str, value: int, conditional: bool, headers: dict[str, str] | None = None
-) -> JSONResponse:
+) -> Response:
     # Built directly: returning a model would validate it again and run jsonable_encoder.
     body = {"store": store, "id": id, "counter": value, "useConditionalWrites": conditional}
-    return JSONResponse(body, headers=headers)
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
@@ -200,7 +201,7 @@ async def increment(
             "answer back (with `Idempotent-Replayed: true`) and changes nothing.",
         ),
     ] = None,
-) -> JSONResponse:
+) -> Response:
     """Increment counter `id` on `store` and return the value this call produced."""
     id = strict_id(request, id)
     state = request.app.state
@@ -232,7 +233,7 @@ async def increment(
     return _counter_json(store, id, recorded.value, cap is not None, headers)
 
 
-async def read(request: Request, store: StoreName, id: PathId) -> JSONResponse:
+async def read(request: Request, store: StoreName, id: PathId) -> Response:
     """Return the current value of counter `id` on `store` (0 if never incremented)."""
     id = strict_id(request, id)
     value = await _counters(request).get(store, id)
@@ -390,8 +391,9 @@ def install(app: FastAPI, settings: Settings | None = None) -> None:
     counters_router.add_api_route(
         "/{store}/{id}", read, methods=["GET"], response_model=CounterBody
     )
-    app.include_router(probes_router)
+    # The hot route is matched first; no probe path has the two segments it needs.
     app.include_router(counters_router)
+    app.include_router(probes_router)
     app.add_exception_handler(CounterError, _counter_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
