@@ -4,6 +4,7 @@ import hmac
 import re
 from typing import Annotated
 
+import orjson
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +41,7 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.stores.base import COUNTER_LIMIT
-from app.usage import UsageLimited, UsagePlan
+from app.usage import UsageLimited, UsagePlan, usage_plan_configured
 
 MAX_STEP = 1_000_000
 ID_RULE = "id must be 1 to 255 characters of valid UTF-8 with no control characters"
@@ -51,26 +52,18 @@ class Unauthorized(CounterError):
         super().__init__("missing or invalid x-api-key header")
 
 
-# Dependencies are `async def` although they never await: FastAPI runs plain `def`
-# dependencies in a thread pool, a thread hand-off per dependency per request.
-async def get_settings(request: Request) -> Settings:
+# State is read from `request.app.state` in the handlers, not through dependencies: each
+# dependency FastAPI solves costs a call, a signature walk and a dict per request.
+def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-async def get_counters(request: Request) -> Counters:
+def _counters(request: Request) -> Counters:
     counters: Counters = request.app.state.counters
     return counters
 
 
-async def get_idempotency(request: Request) -> Idempotency:
-    keyed: Idempotency = request.app.state.idempotency
-    return keyed
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-CountersDep = Annotated[Counters, Depends(get_counters)]
-IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 StoreName = Annotated[
     str, Path(description="Datastore: sqlite, redis, dynamo, docdb, tidb, momento.")
 ]
@@ -80,7 +73,7 @@ PathId = Annotated[
 ]
 
 
-async def strict_id(request: Request, id: PathId) -> str:
+def strict_id(request: Request, id: str) -> str:
     """The id decoded strictly from the raw path: invalid UTF-8 is refused, never replaced."""
     raw_path = request.scope.get("raw_path")
     try:
@@ -92,15 +85,22 @@ async def strict_id(request: Request, id: PathId) -> str:
     return id if decoded is None else decoded
 
 
-CounterId = Annotated[str, Depends(strict_id)]
+def _counter_json(
+    store: str, id: str, value: int, conditional: bool, headers: dict[str, str] | None = None
+) -> Response:
+    # Built directly: returning a model would validate it again and run jsonable_encoder.
+    body = {"store": store, "id": id, "counter": value, "useConditionalWrites": conditional}
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
 
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 
 
 async def require_api_key(
-    settings: SettingsDep, api_key: Annotated[str | None, Depends(_api_key_header)]
+    request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
-    """Accept the request when auth is off or the key matches one of API_KEYS."""
+    """Accept the request when the key matches one of API_KEYS (only installed when set)."""
+    settings = _settings(request)
     if not settings.api_keys:
         return
     given = (api_key or "").encode()
@@ -118,11 +118,11 @@ def _caller(request: Request, settings: Settings) -> str:
     return caller_id(request.headers.get("x-api-key"), auth_enabled=bool(settings.api_keys))
 
 
-async def enforce_usage_plan(request: Request, settings: SettingsDep) -> None:
+async def enforce_usage_plan(request: Request) -> None:
     """Refuse the request with 429 once the caller's rate limit or daily quota is used up."""
     plan: UsagePlan = request.app.state.usage
     if plan.enabled:
-        await plan.admit(_caller(request, settings))
+        await plan.admit(_caller(request, _settings(request)))
 
 
 _errors: dict[int | str, dict[str, object]] = {
@@ -154,44 +154,34 @@ _REPLAYED = {
     }
 }
 
-counters_router = APIRouter(
-    dependencies=[Depends(require_api_key), Depends(enforce_usage_plan)], responses=_errors
-)
+_INCREMENT_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"headers": _REPLAYED},
+    409: {
+        "model": CappedBody,
+        "description": "The cap would be passed; nothing was written (`counter` is the "
+        "current value). Also, with an `error` only and `Retry-After: 1`: a request with "
+        "the same Idempotency-Key is still in flight.",
+        "headers": {
+            **_REPLAYED,
+            "Retry-After": {
+                "description": "Only when the same Idempotency-Key is in flight.",
+                "schema": {"type": "integer"},
+            },
+        },
+    },
+    422: {
+        "model": ValidationErrorBody,
+        "description": "Invalid id, by, max or Idempotency-Key; or (with an `error` only) "
+        "the Idempotency-Key was first used for a different request.",
+    },
+}
 probes_router = APIRouter()
 
 
-@counters_router.post(
-    "/{store}/{id}",
-    response_model=CounterBody,
-    responses={
-        200: {"headers": _REPLAYED},
-        409: {
-            "model": CappedBody,
-            "description": "The cap would be passed; nothing was written (`counter` is the "
-            "current value). Also, with an `error` only and `Retry-After: 1`: a request with "
-            "the same Idempotency-Key is still in flight.",
-            "headers": {
-                **_REPLAYED,
-                "Retry-After": {
-                    "description": "Only when the same Idempotency-Key is in flight.",
-                    "schema": {"type": "integer"},
-                },
-            },
-        },
-        422: {
-            "model": ValidationErrorBody,
-            "description": "Invalid id, by, max or Idempotency-Key; or (with an `error` only) "
-            "the Idempotency-Key was first used for a different request.",
-        },
-    },
-)
 async def increment(
-    store: StoreName,
-    id: CounterId,
-    counters: CountersDep,
-    settings: SettingsDep,
-    keyed: IdempotencyDep,
     request: Request,
+    store: StoreName,
+    id: PathId,
     by: Annotated[int, Query(ge=1, le=MAX_STEP, description="Step to add.")] = 1,
     max: Annotated[
         int | None,
@@ -211,8 +201,11 @@ async def increment(
             "answer back (with `Idempotent-Replayed: true`) and changes nothing.",
         ),
     ] = None,
-) -> CounterBody | JSONResponse:
+) -> Response:
     """Increment counter `id` on `store` and return the value this call produced."""
+    id = strict_id(request, id)
+    state = request.app.state
+    settings: Settings = state.settings
     cap = (
         max
         if max is not None
@@ -221,10 +214,10 @@ async def increment(
         else None
     )
     if idempotency_key is None:
+        counters: Counters = state.counters
         value = await counters.increment(store, id, by=by, cap=cap)
-        return CounterBody(
-            store=store, id=id, counter=value, use_conditional_writes=cap is not None
-        )
+        return _counter_json(store, id, value, cap is not None)
+    keyed: Idempotency = state.idempotency
     recorded = await keyed.increment(
         store, id, by, cap, _caller(request, settings), idempotency_key
     )
@@ -237,21 +230,14 @@ async def increment(
             else CounterCapped(current=recorded.value, cap=cap)
         )
         return _capped(store, id, refused, headers, conditional=cap is not None)
-    body = CounterBody(
-        store=store, id=id, counter=recorded.value, use_conditional_writes=cap is not None
-    )
-    return JSONResponse(body.model_dump(by_alias=True), headers=headers)
+    return _counter_json(store, id, recorded.value, cap is not None, headers)
 
 
-@counters_router.get("/{store}/{id}", response_model=CounterBody)
-async def read(
-    store: StoreName, id: CounterId, counters: CountersDep, settings: SettingsDep
-) -> CounterBody:
+async def read(request: Request, store: StoreName, id: PathId) -> Response:
     """Return the current value of counter `id` on `store` (0 if never incremented)."""
-    value = await counters.get(store, id)
-    return CounterBody(
-        store=store, id=id, counter=value, use_conditional_writes=settings.use_conditional_writes
-    )
+    id = strict_id(request, id)
+    value = await _counters(request).get(store, id)
+    return _counter_json(store, id, value, _settings(request).use_conditional_writes)
 
 
 @probes_router.head("/healthz", response_model=ReadinessBody, include_in_schema=False)
@@ -267,8 +253,9 @@ async def healthz() -> ReadinessBody:
     response_model=ReadinessBody,
     responses={503: {"model": UnreadyBody, "description": "A store did not answer its ping."}},
 )
-async def readyz(counters: CountersDep) -> ReadinessBody | JSONResponse:
+async def readyz(request: Request) -> ReadinessBody | JSONResponse:
     """Readiness: ping every enabled store; 503 from SIGTERM on, so traffic drains."""
+    counters = _counters(request)
     if counters.draining:
         body = UnreadyBody(status="shutting down", stores={}, error="the service is shutting down")
         return JSONResponse(body.model_dump(), status_code=503)
@@ -382,10 +369,31 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": "internal server error"}, status_code=500, headers=headers)
 
 
-def install(app: FastAPI) -> None:
-    """Add the routes and the error handlers to `app`."""
-    app.include_router(probes_router)
+def install(app: FastAPI, settings: Settings | None = None) -> None:
+    """Add the routes and the error handlers to `app`.
+
+    The API-key and usage-plan checks are installed only when `settings` turn them on
+    (both when unknown), so requests pay nothing for a feature that is off.
+    """
+    guards = []
+    if settings is None or settings.api_keys:
+        guards.append(Depends(require_api_key))
+    if settings is None or usage_plan_configured(settings):
+        guards.append(Depends(enforce_usage_plan))
+    counters_router = APIRouter(dependencies=guards, responses=_errors)
+    counters_router.add_api_route(
+        "/{store}/{id}",
+        increment,
+        methods=["POST"],
+        response_model=CounterBody,
+        responses=_INCREMENT_RESPONSES,
+    )
+    counters_router.add_api_route(
+        "/{store}/{id}", read, methods=["GET"], response_model=CounterBody
+    )
+    # The hot route is matched first; no probe path has the two segments it needs.
     app.include_router(counters_router)
+    app.include_router(probes_router)
     app.add_exception_handler(CounterError, _counter_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

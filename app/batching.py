@@ -51,13 +51,16 @@ class GroupCommit:
         queue = self._queues.get(slot)
         if queue is not None:
             queue.append(member)
+            # The caller's own bound, from its arrival: waiting for the write in flight
+            # and then its batch's write together must not take two timeouts. A timer
+            # that fails the member's result is cheaper than an `asyncio.timeout` scope.
+            timer = asyncio.get_running_loop().call_later(
+                self._timeout, _expire, member, store, self._timeout
+            )
             try:
-                # The caller's own bound, from its arrival: waiting for the write in flight
-                # and then its batch's write together must not take two timeouts.
-                async with asyncio.timeout(self._timeout):
-                    return await member.result  # on expiry this cancels `result`: see _live
-            except TimeoutError:
-                raise StoreUnavailable(store, f"no answer within {self._timeout:g}s") from None
+                return await member.result  # an expired member is dropped: see _live
+            finally:
+                timer.cancel()
         # Idle key: this caller writes at once, in its own task, as a batch of one.
         self._queues[slot] = []
         try:
@@ -155,6 +158,10 @@ def _settle(member: _Member, value: int) -> None:
 def _fail(member: _Member, error: BaseException) -> None:
     if not member.result.done():
         member.result.set_exception(error)
+
+
+def _expire(member: _Member, store: str, timeout: float) -> None:
+    _fail(member, StoreUnavailable(store, f"no answer within {timeout:g}s"))
 
 
 def _unknown_outcome(store: str, exc: Exception) -> StoreUnavailable:

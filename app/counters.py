@@ -61,7 +61,9 @@ class Counters:
         # Store calls given up on (timed out, cut at shutdown): kept so their outcome is
         # collected and logged, never "exception was never retrieved".
         self._abandoned: set[asyncio.Task[Any]] = set()
-        self._cut: asyncio.Future[None] | None = None
+        # From the shutdown cut on, every call still waiting stops and new ones fail at once.
+        self._cut_done = False
+        self._waiters: set[asyncio.Future[None]] = set()
         self.draining = False
         """True from SIGTERM on: /readyz answers 503 so load balancers stop sending."""
         self._group_commit = GroupCommit(self._write, timeout) if group_commit else None
@@ -113,8 +115,6 @@ class Counters:
 
     async def start(self) -> None:
         """Set up every store at once; one that is down now is set up on first use instead."""
-        # Every call waits on this too, so calls already in flight at shutdown see the cut.
-        self._cut = asyncio.get_running_loop().create_future()
 
         async def try_setup(store: CounterStore) -> None:
             try:
@@ -135,8 +135,10 @@ class Counters:
         asyncio.get_running_loop().call_later(seconds, self._cut_now)
 
     def _cut_now(self) -> None:
-        if self._cut is not None and not self._cut.done():
-            self._cut.set_result(None)
+        self._cut_done = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def close(self) -> None:
         """Close every store at once, and give up on calls still running, within CLOSE_TIMEOUT."""
@@ -343,21 +345,37 @@ class Counters:
 
         `asyncio.timeout` waits for a cancelled call to unwind, so a driver that swallows
         or delays cancellation would hold the caller past its bound. The call runs as a
-        task instead, and the caller stops waiting at the deadline or the shutdown cut.
+        task instead, and the caller waits on one future that the task's end, the deadline
+        or the shutdown cut resolves (what `asyncio.wait` does, without its per-call sets).
         """
-        task = asyncio.create_task(call)
-        waiting: set[asyncio.Future[Any]] = {task}
-        if self._cut is not None:
-            waiting.add(self._cut)
+        if self._cut_done:
+            call.close()
+            raise _Cut()
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(call)
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(wake)
+        timer = loop.call_later(seconds, wake)
+        self._waiters.add(waiter)
         try:
-            await asyncio.wait(waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         except asyncio.CancelledError:
+            task.remove_done_callback(wake)
             self._abandon(task, name)
             raise
+        finally:
+            timer.cancel()
+            self._waiters.discard(waiter)
         if task.done():
             return task.result()
+        task.remove_done_callback(wake)
         self._abandon(task, name)
-        if self._cut is not None and self._cut.done():
+        if self._cut_done:
             raise _Cut()
         raise TimeoutError()
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 from asgi_correlation_id import CorrelationIdFilter
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from app.settings import Settings
 
@@ -31,8 +31,11 @@ def secrets_of(settings: Settings) -> list[str]:
             continue
         if password:
             found += [password, unquote(password)]
-    # A secret is also masked as JSON escapes it (quotes, backslashes, non-ASCII).
-    found += [json.dumps(secret)[1:-1] for secret in found]
+    # A secret is also masked as JSON escapes it (quotes, backslashes, control and, with
+    # or without ASCII escaping, non-ASCII characters).
+    found += [json.dumps(secret)[1:-1] for secret in found] + [
+        json.dumps(secret, ensure_ascii=False)[1:-1] for secret in found
+    ]
     # Longest first, so a secret containing another is masked whole.
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
@@ -40,13 +43,16 @@ def secrets_of(settings: Settings) -> list[str]:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask URL credentials and every one of `secrets` in `text`."""
     # A function, not a template: no template parsing (and import) in a logging call.
-    text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{_MASK}@", text)
+    # Credentials in a URL need both marks: most lines have no URL and skip the regex.
+    if "@" in text and "://" in text:
+        text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{_MASK}@", text)
     for secret in secrets:
-        text = text.replace(secret, _MASK)
+        if secret in text:
+            text = text.replace(secret, _MASK)
     return text
 
 
-class RedactingJsonFormatter(JsonFormatter):
+class RedactingJsonFormatter(OrjsonFormatter):
     """JSON lines with credentials masked in the finished line: message, extras, tracebacks."""
 
     secrets: tuple[str, ...] = ()

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import sys
@@ -34,11 +35,19 @@ def create_app(
 
     `store_types` lets benchmarks and tests serve extra stores (a no-op baseline, a broken one).
     """
+    # Read at build time, so the routes leave out the checks of features that are off;
+    # an invalid environment is reported (and stops start-up) in the lifespan.
+    built_with = settings
+    if built_with is None:
+        try:
+            built_with = load_settings()
+        except SettingsError:
+            built_with = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            active = settings if settings is not None else load_settings()
+            active = built_with if built_with is not None else load_settings()
             metrics = Metrics()
             counters = Counters.from_settings(active, metrics, store_types)
             usage = UsagePlan.from_settings(active, counters, metrics)
@@ -57,6 +66,10 @@ def create_app(
         purge = asyncio.create_task(
             purge_periodically(counters, active.idempotency_purge_interval_seconds)
         )
+        # Everything built so far lives as long as the process: take it out of the cyclic
+        # collector's sight, so collections triggered by requests scan only request garbage.
+        gc.collect()
+        gc.freeze()
         log.info("started", extra={"stores": counters.enabled, "version": __version__})
         try:
             yield
@@ -72,13 +85,16 @@ def create_app(
         version=__version__,
         summary="Atomic counters over HTTP on six datastores.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks look up providers (and the environment) per request;
+        # the service's metrics are Prometheus (/metrics).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="x-request-id",
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
-    api.install(app)
+    api.install(app, built_with)
     install_openapi(app)
     return app
 

@@ -137,6 +137,11 @@ class DailyQuota:
             ) from exc
 
 
+def usage_plan_configured(settings: Settings) -> bool:
+    """True when the settings set a rate limit or a daily quota."""
+    return settings.rate_limit_per_second is not None or settings.quota_per_day is not None
+
+
 class UsagePlan:
     """The limits every counter request passes, cheapest first. Both are off unless set."""
 
