@@ -85,12 +85,17 @@ def strict_id(request: Request, id: str) -> str:
     return id if decoded is None else decoded
 
 
+def counter_body(store: str, id: str, value: int, conditional: bool) -> bytes:
+    """A 200's body: the `CounterBody` shape, encoded once, with no model round trip."""
+    body = {"store": store, "id": id, "counter": value, "useConditionalWrites": conditional}
+    return orjson.dumps(body)
+
+
 def _counter_json(
     store: str, id: str, value: int, conditional: bool, headers: dict[str, str] | None = None
 ) -> Response:
-    # Built directly: returning a model would validate it again and run jsonable_encoder.
-    body = {"store": store, "id": id, "counter": value, "useConditionalWrites": conditional}
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    body = counter_body(store, id, value, conditional)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
@@ -100,16 +105,20 @@ async def require_api_key(
     request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
     """Accept the request when the key matches one of API_KEYS (only installed when set)."""
-    settings = _settings(request)
+    if not api_key_accepted(_settings(request), api_key):
+        raise Unauthorized()
+
+
+def api_key_accepted(settings: Settings, api_key: str | None) -> bool:
+    """True when API_KEYS is unset or `api_key` is one of them."""
     if not settings.api_keys:
-        return
+        return True
     given = (api_key or "").encode()
     # Compare against every key, without stopping early, so timing reveals nothing.
     matches = [
         hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys
     ]
-    if not any(matches):
-        raise Unauthorized()
+    return any(matches)
 
 
 def _caller(request: Request, settings: Settings) -> str:
@@ -178,6 +187,13 @@ _INCREMENT_RESPONSES: dict[int | str, dict[str, object]] = {
 probes_router = APIRouter()
 
 
+def effective_cap(settings: Settings, max: int | None) -> int | None:
+    """The call's `max`, else MAX_COUNTER_VALUE when USE_CONDITIONAL_WRITES is on, else none."""
+    if max is not None:
+        return max
+    return settings.max_counter_value if settings.use_conditional_writes else None
+
+
 async def increment(
     request: Request,
     store: StoreName,
@@ -206,13 +222,7 @@ async def increment(
     id = strict_id(request, id)
     state = request.app.state
     settings: Settings = state.settings
-    cap = (
-        max
-        if max is not None
-        else settings.max_counter_value
-        if settings.use_conditional_writes
-        else None
-    )
+    cap = effective_cap(settings, max)
     if idempotency_key is None:
         counters: Counters = state.counters
         value = await counters.increment(store, id, by=by, cap=cap)
@@ -302,12 +312,16 @@ _RULES = {
 
 async def _counter_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CounterError)
+    params = request.path_params
+    return error_response(exc, params.get("store", ""), params.get("id", ""))
+
+
+def error_response(exc: CounterError, store: str, id: str) -> JSONResponse:
+    """The HTTP answer to a domain error raised while serving `store`/`id`."""
     status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
     if isinstance(exc, CounterCapped):
         conditional = not isinstance(exc, CounterLimitReached)
-        return _capped(
-            request.path_params["store"], request.path_params["id"], exc, None, conditional
-        )
+        return _capped(store, id, exc, None, conditional)
     body: dict[str, object] = {"error": str(exc)}
     headers: dict[str, str] | None = None
     if status == 401:

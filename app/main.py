@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from app import __version__, api
 from app.counters import Counters
+from app.hotpath import HotRoute
 from app.idempotency import Idempotency, purge_periodically
 from app.logs import configure_logging, secrets_of
 from app.metrics import Metrics
@@ -30,10 +31,12 @@ _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 def create_app(
     settings: Settings | None = None,
     store_types: Mapping[str, type[CounterStore]] = STORE_TYPES,
+    hot_route: bool = True,
 ) -> FastAPI:
     """Build the app. Settings are read from the environment at start-up unless given.
 
-    `store_types` lets benchmarks and tests serve extra stores (a no-op baseline, a broken one).
+    `store_types` lets benchmarks and tests serve extra stores (a no-op baseline, a broken one);
+    `hot_route=False` serves every request through FastAPI (tests compare the two).
     """
     # Read at build time, so the routes leave out the checks of features that are off;
     # an invalid environment is reported (and stops start-up) in the lifespan.
@@ -89,6 +92,8 @@ def create_app(
         # the service's metrics are Prometheus (/metrics).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    if hot_route:
+        app.add_middleware(HotRoute)  # added first: it runs inside the request-id middleware
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="x-request-id",

@@ -10,7 +10,9 @@ back to back in this script, alternated over `--rounds`:
 5. start-up time to /readyz 200 with every store, RSS after 100,000 increments over
    100,000 ids, and p99 at 64 connections vs /healthz's p99.
 
-Load comes from wrk (Debian package), 1 thread, on loopback only; every load is bounded by
+The service runs as its container runs it (`python -m app.server`); the baselines run under
+`uvicorn` with the same loop (uvloop) and parser (httptools). Load comes from wrk (Debian
+package), 1 thread, on loopback only; every load is bounded by
 `--seconds` (and the 100,000 increments by count and a time limit). Counters are read back
 after each load and checked against the 200s. Run from the project root:
 `.venv/bin/python benchmarks/perf.py [--seconds 5] [--rounds 2] [--out results/perf]`.
@@ -41,7 +43,7 @@ from rich.table import Table  # noqa: E402
 from app.bench.load import new_run_id  # noqa: E402
 from testing.backends import BACKENDS  # noqa: E402
 from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
-from testing.service import ServiceProcess  # noqa: E402
+from testing.service import DeployedService, ServiceProcess  # noqa: E402
 
 CONNECTIONS = 64
 WARMUP_SECONDS = 1.0
@@ -61,7 +63,7 @@ end
 """
 
 
-class ReadyService(ServiceProcess):
+class ReadyService(DeployedService):
     """The service, counted as started only once /readyz answers 200 (every store pinged)."""
 
     name: ClassVar[str] = "service-readyz"
@@ -468,8 +470,8 @@ def main() -> int:
         settings["log_level"] = args.log_level
         try:
             services = {
-                "on": ServiceProcess(workdir / "gc-on", settings | {"group_commit": True}),
-                "off": ServiceProcess(workdir / "gc-off", settings | {"group_commit": False}),
+                "on": DeployedService(workdir / "gc-on", settings | {"group_commit": True}),
+                "off": DeployedService(workdir / "gc-off", settings | {"group_commit": False}),
                 "bare": ServiceProcess(
                     workdir / "bare", {}, target="benchmarks.baselines:create_bare_app"
                 ),

@@ -46,3 +46,19 @@ class ServiceProcess(LocalServer):
             return httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+class DeployedService(ServiceProcess):
+    """The service started the way its container starts it: `python -m <module>`."""
+
+    name: ClassVar[str] = "deployed-service"
+
+    def __init__(self, workdir: Path, settings: dict[str, object], module: str = "app.server"):
+        super().__init__(workdir, settings)
+        self.module = module
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module]
+
+    def env(self) -> dict[str, str]:
+        return super().env() | {"PORT": str(self.port), "HOST": "127.0.0.1"}
