@@ -12,6 +12,7 @@ from asgi_lifespan import LifespanManager
 from app.hotpath import _parse
 from app.main import create_app
 from app.settings import Settings
+from app.stores import STORE_TYPES
 from app.stores.base import COUNTER_LIMIT
 from tests.conftest import make_settings
 
@@ -160,3 +161,8 @@ def test_anything_unusual_goes_to_fastapi(
     path: str, query: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
     assert _parse(scope(path, query, headers)) is None
+
+
+def test_every_store_is_served_by_the_hot_route() -> None:
+    for name in STORE_TYPES:
+        assert _parse(scope(f"/{name}/x")) == (name, "x", 1, None, None), name
