@@ -94,8 +94,9 @@ class DocumentDbStore:
         return cls(client, settings.docdb_database)
 
     async def setup(self) -> None:
-        # The collection is created by the first upsert; `_id` is always unique-indexed.
-        return None
+        # The purge looks counters up by `prune_at`. Only counters holding records have one,
+        # so a sparse index keeps that lookup off every other document.
+        await self._counters.create_index(_PRUNE_AT, sparse=True, name=_PRUNE_AT)
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         limit = _effective_cap(cap)
@@ -226,7 +227,7 @@ class DocumentDbStore:
         return {"$add": [{"$min": expiries}, Int64(self._prune_delay)]}
 
     async def purge_expired(self) -> None:
-        """Prune every counter whose `prune_at` has passed (a collection scan: run it rarely).
+        """Prune every counter whose `prune_at` has passed (found through its sparse index).
 
         Keyed increments prune their own document; this reaches counters that no keyed
         increment has touched since their records expired.

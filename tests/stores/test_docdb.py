@@ -274,6 +274,16 @@ async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
     assert await raw.find_one({"_id": key}) == {"_id": key, "value": 6}
 
 
+async def test_setup_indexes_prune_at_so_the_purge_reads_only_due_counters(
+    store: DocumentDbStore, raw: Any
+) -> None:
+    await store.setup()  # again, as every start does: the index is kept, not duplicated
+    indexes = [index async for index in await raw.list_indexes()]
+    prune = [index for index in indexes if dict(index["key"]) == {"prune_at": 1}]
+    assert len(prune) == 1
+    assert prune[0].get("sparse") is True, "counters without records stay out of it"
+
+
 async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
     servers: Servers, key: str
 ) -> None:
