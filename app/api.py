@@ -44,7 +44,10 @@ from app.stores.base import COUNTER_LIMIT
 from app.usage import UsageLimited, UsagePlan, usage_plan_configured
 
 MAX_STEP = 1_000_000
-ID_RULE = "id must be 1 to 255 characters of valid UTF-8 with no control characters"
+ID_MAX_LENGTH = 255
+ID_CHARACTER = r"[^\x00-\x1f\x7f-\x9f]"
+"""Any character but the C0 and C1 controls and DEL."""
+ID_RULE = f"id must be 1 to {ID_MAX_LENGTH} characters of valid UTF-8 with no control characters"
 
 
 class Unauthorized(CounterError):
@@ -69,7 +72,12 @@ StoreName = Annotated[
 ]
 PathId = Annotated[
     str,
-    Path(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", description=ID_RULE),
+    Path(
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        pattern=f"^{ID_CHARACTER}+$",
+        description=ID_RULE,
+    ),
 ]
 
 

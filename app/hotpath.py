@@ -27,7 +27,7 @@ _RAW_PATH = re.compile(rb"/([a-z]{1,16})/([^/]+)")
 _NUMBER = rb"([1-9][0-9]{0,15})"
 _QUERY = re.compile(rb"(by|max)=" + _NUMBER + rb"(?:&(by|max)=" + _NUMBER + rb")?")
 # The route's id rule (`api.PathId`), on the strictly decoded id.
-_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,255}")
+_ID = re.compile(f"{api.ID_CHARACTER}{{1,{api.ID_MAX_LENGTH}}}")
 
 
 class HotRoute:
