@@ -129,10 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The `bench` extra's top-level modules: without them the command names the install.
+_BENCH_EXTRA = frozenset({"httpx", "aiohttp", "rich", "matplotlib", "yarl"})
+BENCH_INSTALL_HINT = (
+    "atomic-counter bench needs its extra: pip install 'atomic-counter[bench]' "
+    "(in a checkout, make .venv/.installed installs it into .venv)"
+)
+
+
 def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Imported here: `atomic-counter --help` should not pay for httpx, rich and matplotlib.
-    from app.bench.load import LoadPlan
-    from app.bench.run import BenchOptions, run_bench
+    try:
+        from app.bench.load import LoadPlan
+        from app.bench.run import BenchOptions, run_bench
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _BENCH_EXTRA:
+            raise
+        print(BENCH_INSTALL_HINT, file=sys.stderr)
+        return 2
 
     if args.requests is None and args.duration is None:
         parser.error(

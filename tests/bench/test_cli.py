@@ -65,3 +65,24 @@ def test_an_unreachable_service_cannot_run(capsys: pytest.CaptureFixture[str]) -
     code = main(["bench", "--url", "http://127.0.0.1:9", "--stores", "all", "--requests", "1"])
     assert code == 2
     assert "cannot reach" in capsys.readouterr().out
+
+
+def test_bench_without_its_extra_names_the_install_and_exits_2() -> None:
+    # As in an environment without the extra: the import of rich fails.
+    program = (
+        "import sys; sys.modules['rich'] = None; from app.cli import main; "
+        "sys.exit(main(['bench', '--stores', 'all', '--requests', '1']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "atomic-counter bench needs its extra: pip install 'atomic-counter[bench]' "
+        "(in a checkout, make .venv/.installed installs it into .venv)"
+    ]
