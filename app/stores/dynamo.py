@@ -6,13 +6,16 @@ computed from the counter's old value, and an UpdateExpression cannot build a ma
 one): `r:<token>` = `{e: N expiry epoch s, f: S fingerprint, c: BOOL capped}` and
 `n:<token>` = the value the increment produced. `prune_at` (epoch s) says when the
 oldest record on the item may be pruned; a keyed write whose answer shows it due
-starts a background prune of that item (GetItem, then UpdateItem REMOVE).
+starts a background prune of that item (GetItem, then UpdateItem REMOVE). An item holding
+records also carries `prune_shard` (0..15, from its key); the sparse index `prune_at-index`
+on (`prune_shard`, `prune_at`) lets the periodic purge Query only items holding records.
 """
 
 import asyncio
 import logging
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import Any, ClassVar, Self
@@ -43,6 +46,14 @@ _RECORD = "r:"  # + token: the record's map
 _RECORD_VALUE = "n:"  # + token: the value its increment produced
 _PRUNE_AT = "prune_at"
 _EXPIRY = "e"
+_PRUNE_SHARD = "prune_shard"
+_PRUNE_INDEX = "prune_at-index"
+# The index's partition key: spreading items over this many values keeps a hot expiry
+# second from landing on one index partition; the purge queries each in turn.
+_PRUNE_SHARDS = 16
+# Items one purge round reads from the index at most; the next round goes on from there.
+_PURGE_PAGE = 100
+_PURGE_PAGES_PER_ROUND = 50
 
 # Expired records may linger this long past their expiry before a write prunes them,
 # so that one prune removes many records instead of one per keyed increment.
@@ -70,6 +81,19 @@ _UNAVAILABLE_CODES = frozenset(
         "InvalidSignatureException",
     }
 )
+_PRUNE_INDEX_ATTRIBUTES = (
+    {"AttributeName": _PRUNE_SHARD, "AttributeType": "N"},
+    {"AttributeName": _PRUNE_AT, "AttributeType": "N"},
+)
+# The schema deploy/ecs/cloudformation.yaml declares too: keys only, on demand like the table.
+_PRUNE_INDEX_SPEC: dict[str, Any] = {
+    "IndexName": _PRUNE_INDEX,
+    "KeySchema": [
+        {"AttributeName": _PRUNE_SHARD, "KeyType": "HASH"},
+        {"AttributeName": _PRUNE_AT, "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
 _TABLE_POLL_SECONDS = 0.5
 _MAX_POOL_CONNECTIONS = 64
 
@@ -103,8 +127,9 @@ class DynamoStore:
         self._exit_stack = AsyncExitStack()
         self._client: Any = None
         self._pruning: dict[str, asyncio.Task[None]] = {}
-        # Where the purge's table Scan goes on from (None: from the start).
-        self._scan_from: dict[str, Any] | None = None
+        # Where the purge goes on from: the shard, and the index key within it (None: its start).
+        self._purge_shard = 0
+        self._purge_from: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
@@ -150,6 +175,7 @@ class DynamoStore:
                     raise self._table_missing()
                 await asyncio.sleep(_TABLE_POLL_SECONDS)
                 status = await self._table_status()
+            await self._ensure_prune_index()
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         limit = _effective_cap(cap)
@@ -193,7 +219,8 @@ class DynamoStore:
                         UpdateExpression=(
                             "SET #v = if_not_exists(#v, :zero) + :by,"
                             " #n = if_not_exists(#v, :zero) + :by,"
-                            " #r = :rec, #pa = if_not_exists(#pa, :pa)"
+                            " #r = :rec, #pa = if_not_exists(#pa, :pa),"
+                            " #ps = if_not_exists(#ps, :ps)"
                         ),
                         ConditionExpression=(
                             "(attribute_not_exists(#r) OR #r.#e <= :now)"
@@ -205,7 +232,7 @@ class DynamoStore:
                             ":by": {"N": str(by)},
                             ":limit": {"N": str(limit - by)},
                             ":now": {"N": str(now)},
-                            **self._record_values(once, now, capped=False),
+                            **self._record_values(key, once, capped=False),
                         },
                         ReturnValues="UPDATED_NEW",
                         ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -233,14 +260,14 @@ class DynamoStore:
                     # The counter never goes down, so the value now is still past the cap.
                     UpdateExpression=(
                         "SET #n = if_not_exists(#v, :zero), #r = :rec,"
-                        " #pa = if_not_exists(#pa, :pa)"
+                        " #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
                     ),
                     ConditionExpression="attribute_not_exists(#r) OR #r.#e <= :now",
                     ExpressionAttributeNames=_record_names(once.token),
                     ExpressionAttributeValues={
                         ":zero": {"N": "0"},
                         ":now": {"N": str(now)},
-                        **self._record_values(once, now, capped=True),
+                        **self._record_values(key, once, capped=True),
                     },
                     ReturnValues="UPDATED_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -257,41 +284,53 @@ class DynamoStore:
         current = int(attributes[_RECORD_VALUE + once.token]["N"])
         return Recorded(current, True, once.fingerprint, replayed=False)
 
-    def _record_values(self, once: Once, now: int, *, capped: bool) -> dict[str, Any]:
+    def _record_values(self, key: str, once: Once, *, capped: bool) -> dict[str, Any]:
         expires = _expiry(once.ttl_seconds)
         record = {
             _EXPIRY: {"N": str(expires)},
             "f": {"S": once.fingerprint},
             "c": {"BOOL": capped},
         }
-        return {":rec": {"M": record}, ":pa": {"N": str(expires + self._prune_delay)}}
+        return {
+            ":rec": {"M": record},
+            ":pa": {"N": str(expires + self._prune_delay)},
+            ":ps": {"N": str(_prune_shard(key))},
+        }
 
     async def purge_expired(self) -> None:
-        """Prune items whose `prune_at` has passed, a page of a table Scan at a time.
+        """Prune items whose `prune_at` has passed, found by Query on the sparse index.
 
         Keyed writes prune busy counters on their own; this reaches counters that no
-        keyed write has touched since their records expired. The Scan resumes where the
-        last round stopped, so a round cut by the store timeout still makes progress.
+        keyed write has touched since their records expired. Only items holding records
+        are in the index, so nothing else is read. A round reads at most
+        `_PURGE_PAGES_PER_ROUND` pages and the next goes on where it stopped, so a round
+        cut by the store timeout still makes progress.
         """
         await asyncio.gather(*self._pruning.values(), return_exceptions=True)
-        while True:
+        for _ in range(_PURGE_PAGES_PER_ROUND):
             params: dict[str, Any] = {
                 "TableName": self._table,
-                "FilterExpression": "#pa <= :now",
-                "ProjectionExpression": "#k",
-                "ExpressionAttributeNames": {"#pa": _PRUNE_AT, "#k": _KEY},
-                "ExpressionAttributeValues": {":now": {"N": str(_now())}},
-                # Eventually consistent at half the price: each prune reads its item again.
+                "IndexName": _PRUNE_INDEX,
+                "KeyConditionExpression": "#ps = :s AND #pa <= :now",
+                "ExpressionAttributeNames": {"#ps": _PRUNE_SHARD, "#pa": _PRUNE_AT},
+                "ExpressionAttributeValues": {
+                    ":s": {"N": str(self._purge_shard)},
+                    ":now": {"N": str(_now())},
+                },
+                "Limit": _PURGE_PAGE,
+                # An index is read eventually consistent only: each prune reads its item again.
             }
-            if self._scan_from is not None:
-                params["ExclusiveStartKey"] = self._scan_from
+            if self._purge_from is not None:
+                params["ExclusiveStartKey"] = self._purge_from
             with self._errors():
-                page = await self._conn.scan(**params)
+                page = await self._conn.query(**params)
             for item in page.get("Items", []):
                 await self._prune(item[_KEY]["S"])
-            self._scan_from = page.get("LastEvaluatedKey")
-            if self._scan_from is None:
-                return
+            self._purge_from = page.get("LastEvaluatedKey")
+            if self._purge_from is None:
+                self._purge_shard = (self._purge_shard + 1) % _PRUNE_SHARDS
+                if self._purge_shard == 0:
+                    return  # every shard read to its end
 
     def _prune_if_due(self, key: str, attributes: dict[str, Any], now: int) -> None:
         prune_at = attributes.get(_PRUNE_AT)
@@ -333,6 +372,8 @@ class DynamoStore:
     async def _prune_batch(self, key: str, batch: list[str], left: list[int], now: int) -> bool:
         """One UpdateItem removing `batch`; False if a record in it was rewritten meanwhile."""
         names: dict[str, str] = {"#pa": _PRUNE_AT}
+        if not left:
+            names["#ps"] = _PRUNE_SHARD
         values: dict[str, Any] = {}
         removes: list[str] = []
         conditions: list[str] = []
@@ -350,7 +391,8 @@ class DynamoStore:
             values[":pa"] = {"N": str(oldest + (self._prune_delay if oldest > now else 0))}
             expression = "SET #pa = :pa" + (f" REMOVE {', '.join(removes)}" if removes else "")
         else:
-            expression = f"REMOVE {', '.join([*removes, '#pa'])}"
+            # The item leaves the sparse index with its last record.
+            expression = f"REMOVE {', '.join([*removes, '#pa', '#ps'])}"
         params: dict[str, Any] = {
             "TableName": self._table,
             "Key": {_KEY: {"S": key}},
@@ -378,10 +420,13 @@ class DynamoStore:
                     await self._conn.update_item(
                         TableName=self._table,
                         Key={_KEY: {"S": key}},
-                        UpdateExpression="SET #pa = if_not_exists(#pa, :pa)",
-                        ExpressionAttributeNames={"#pa": _PRUNE_AT},
+                        UpdateExpression=(
+                            "SET #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
+                        ),
+                        ExpressionAttributeNames={"#pa": _PRUNE_AT, "#ps": _PRUNE_SHARD},
                         ExpressionAttributeValues={
-                            ":pa": {"N": str(min(newer.values()) + self._prune_delay)}
+                            ":pa": {"N": str(min(newer.values()) + self._prune_delay)},
+                            ":ps": {"N": str(_prune_shard(key))},
                         },
                     )
         return True
@@ -428,12 +473,46 @@ class DynamoStore:
             await self._conn.create_table(
                 TableName=self._table,
                 KeySchema=[{"AttributeName": _KEY, "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": _KEY, "AttributeType": "S"}],
+                AttributeDefinitions=[
+                    {"AttributeName": _KEY, "AttributeType": "S"},
+                    *_PRUNE_INDEX_ATTRIBUTES,
+                ],
+                GlobalSecondaryIndexes=[_PRUNE_INDEX_SPEC],
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":  # another process created it first
                 raise
+
+    async def _ensure_prune_index(self) -> None:
+        """Add the purge's index to a table made without it, and wait until it serves.
+
+        Backfilling a large table takes a while: setup fails on its timeout meanwhile and
+        the retried setup waits on, as for a table being created.
+        """
+        status = await self._index_status()
+        if status is None:
+            try:
+                await self._conn.update_table(
+                    TableName=self._table,
+                    AttributeDefinitions=list(_PRUNE_INDEX_ATTRIBUTES),
+                    GlobalSecondaryIndexUpdates=[{"Create": _PRUNE_INDEX_SPEC}],
+                )
+            except ClientError as exc:
+                # Another process is adding it (ResourceInUse), or the table is busy
+                # with another change: the next poll sees which.
+                if _code(exc) not in {"ResourceInUseException", "LimitExceededException"}:
+                    raise
+        while status != "ACTIVE":
+            await asyncio.sleep(_TABLE_POLL_SECONDS)
+            status = await self._index_status()
+
+    async def _index_status(self) -> str | None:
+        response = await self._conn.describe_table(TableName=self._table)
+        for index in response["Table"].get("GlobalSecondaryIndexes", []):
+            if index["IndexName"] == _PRUNE_INDEX:
+                return str(index["IndexStatus"])
+        return None
 
     def _table_missing(self) -> StoreUnavailable:
         return StoreUnavailable(
@@ -484,6 +563,11 @@ def _effective_cap(cap: int | None) -> int:
     return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
+def _prune_shard(key: str) -> int:
+    """The key's partition in the prune index: CRC-32, the same in every process and release."""
+    return zlib.crc32(key.encode()) % _PRUNE_SHARDS
+
+
 def _now() -> int:
     return math.floor(time.time())
 
@@ -499,6 +583,7 @@ def _record_names(token: str) -> dict[str, str]:
         "#r": _RECORD + token,
         "#n": _RECORD_VALUE + token,
         "#pa": _PRUNE_AT,
+        "#ps": _PRUNE_SHARD,
         "#e": _EXPIRY,
     }
 

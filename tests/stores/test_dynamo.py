@@ -33,16 +33,22 @@ class Connector:
         self._url = server.url
         self.client: Any = None
         self.operations: list[str] = []
+        self.items_read: dict[str, int] = {}  # items each operation's answers carried
 
     @asynccontextmanager
     async def __call__(self) -> AsyncIterator[Any]:
         async with self._session.client("dynamodb", endpoint_url=self._url) as client:
             client.meta.events.register("before-call.dynamodb", self._record)
+            client.meta.events.register("after-call.dynamodb", self._count)
             self.client = client
             yield client
 
     def _record(self, model: Any, **_: Any) -> None:
         self.operations.append(model.name)
+
+    def _count(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        read = len(parsed.get("Items", [])) + (1 if "Item" in parsed else 0)
+        self.items_read[model.name] = self.items_read.get(model.name, 0) + read
 
 
 class AnswerDropper:
@@ -309,3 +315,114 @@ async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
     finally:
         await store.close()
         server.stop()
+
+
+PRUNE_INDEX = {
+    "IndexName": "prune_at-index",
+    "KeySchema": [
+        {"AttributeName": "prune_shard", "KeyType": "HASH"},
+        {"AttributeName": "prune_at", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
+
+
+def prune_index(described: dict[str, Any]) -> dict[str, Any]:
+    indexes = {i["IndexName"]: i for i in described.get("GlobalSecondaryIndexes", [])}
+    index = indexes["prune_at-index"]
+    assert index["IndexStatus"] == "ACTIVE"
+    return {name: index[name] for name in PRUNE_INDEX}
+
+
+async def test_a_created_table_has_the_sparse_prune_index(
+    dynamo: DynamoDbLocalServer, table: str
+) -> None:
+    connector = Connector(dynamo)
+    store = DynamoStore(connector, table, create_table=True)
+    try:
+        await store.setup()
+        described = (await connector.client.describe_table(TableName=table))["Table"]
+        assert prune_index(described) == PRUNE_INDEX
+        types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
+        assert types == {"id": "S", "prune_shard": "N", "prune_at": "N"}
+    finally:
+        await store.close()
+
+
+async def test_setup_adds_the_prune_index_to_a_table_made_without_it(
+    dynamo: DynamoDbLocalServer, table: str, key: str
+) -> None:
+    connector = Connector(dynamo)
+    async with connector() as ddb:
+        await ddb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    store = DynamoStore(connector, table, prune_delay_seconds=0)
+    try:
+        await store.setup()
+        described = (await connector.client.describe_table(TableName=table))["Table"]
+        assert prune_index(described) == PRUNE_INDEX
+        await store.increment_once(key, 1, None, once(ttl=1))
+        await asyncio.sleep(2.1)
+        await store.purge_expired()
+        assert set(await raw_item(connector, table, key)) == {"id", "value"}
+    finally:
+        await store.close()
+
+
+async def test_a_purge_round_queries_only_items_holding_records_and_prunes_the_expired(
+    dynamo: DynamoDbLocalServer, table: str
+) -> None:
+    connector = Connector(dynamo)
+    store = DynamoStore(connector, table, create_table=True, prune_delay_seconds=0)
+    plain, expired, live, mixed = (
+        [f"{kind}-{n}" for n in range(count)]
+        for kind, count in (("plain", 40), ("expired", 30), ("live", 20), ("mixed", 10))
+    )
+    kept = {counter: once() for counter in mixed}
+    try:
+        await store.setup()
+        writes = [
+            *(store.increment(k, by=3) for k in plain),
+            *(store.increment_once(k, 1, None, once(ttl=1)) for k in expired for _ in range(3)),
+            *(store.increment_once(k, 1, None, once()) for k in live),
+            *(store.increment_once(k, 1, None, once(ttl=1)) for k in mixed),
+        ]
+        await asyncio.gather(*writes)
+        # A live record after a short one: the item is due (prune_at is the oldest
+        # record's) and keeps this record.
+        await asyncio.gather(*(store.increment_once(k, 1, None, kept[k]) for k in mixed))
+        await asyncio.sleep(2.1)
+
+        connector.operations.clear()
+        connector.items_read.clear()
+        await store.purge_expired()
+        assert "Scan" not in connector.operations
+        assert connector.operations.count("Query") >= 16, "every shard is queried"
+        # Only the due items: not the 40 without records, nor the 20 whose records live.
+        assert connector.items_read["Query"] == len(expired) + len(mixed)
+
+        for counter in plain:
+            assert await raw_item(connector, table, counter) == {
+                "id": {"S": counter},
+                "value": {"N": "3"},
+            }
+        for counter in expired:
+            item = await raw_item(connector, table, counter)
+            assert item == {"id": {"S": counter}, "value": {"N": "3"}}, "left the index"
+        for counter in live:
+            item = await raw_item(connector, table, counter)
+            assert records_in(item) == 1
+            assert {"prune_at", "prune_shard"} <= set(item)
+        for counter in mixed:
+            item = await raw_item(connector, table, counter)
+            assert [name for name in item if name.startswith("r:")] == [f"r:{kept[counter].token}"]
+            assert int(item["prune_at"]["N"]) == int(
+                item[f"r:{kept[counter].token}"]["M"]["e"]["N"]
+            )
+            assert (await store.increment_once(counter, 1, None, kept[counter])).replayed
+    finally:
+        await store.close()
