@@ -2,7 +2,6 @@
 keep idempotency records in the counter's item and prune them."""
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -246,39 +245,6 @@ async def test_a_capped_keyed_increment_records_its_outcome_in_a_second_request(
     assert connector.operations == ["UpdateItem"] * 3
 
 
-async def test_expired_records_are_pruned_by_a_later_keyed_write_in_batches(
-    connected: tuple[DynamoStore, Connector], dynamo: DynamoDbLocalServer, key: str
-) -> None:
-    store, connector = connected
-    await asyncio.gather(*(store.increment_once(key, 1, None, once(ttl=1)) for _ in range(120)))
-    assert records_in(await raw_item(connector, dynamo.table, key)) == 120
-    await asyncio.sleep(2.1)
-
-    live = once()
-    assert (await store.increment_once(key, 1, None, live)).value == 121
-    deadline = time.monotonic() + 20
-    while records_in(item := await raw_item(connector, dynamo.table, key)) > 1:
-        assert time.monotonic() < deadline, f"{records_in(item)} records left"
-        await asyncio.sleep(0.2)
-    assert f"r:{live.token}" in item, "the live record is kept"
-    assert int(item["prune_at"]["N"]) == int(item[f"r:{live.token}"]["M"]["e"]["N"])
-    assert int(item["value"]["N"]) == 121
-    assert (await store.increment_once(key, 1, None, live)).replayed
-
-
-async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
-    connected: tuple[DynamoStore, Connector], dynamo: DynamoDbLocalServer, key: str
-) -> None:
-    store, connector = connected
-    for _ in range(3):
-        await store.increment_once(key, 2, None, once(ttl=1))
-    await asyncio.sleep(2.1)
-    await store.purge_expired()
-    item = await raw_item(connector, dynamo.table, key)
-    assert set(item) == {"id", "value"}, "records and prune_at removed"
-    assert await store.get(key) == 6
-
-
 async def test_an_item_at_the_size_limit_is_unavailable_not_a_server_error(
     connected: tuple[DynamoStore, Connector], key: str
 ) -> None:
@@ -291,30 +257,6 @@ async def test_an_item_at_the_size_limit_is_unavailable_not_a_server_error(
         await store.increment_once(key, 1, None, big[2])
     assert await store.get(key) == 2
     assert await store.increment(key) == 3, "unkeyed increments still fit"
-
-
-async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
-    servers: Servers, key: str
-) -> None:
-    server = servers.dedicated(DynamoDbLocalServer)
-    # A fresh DynamoDB Local can take seconds to create a table on a busy machine.
-    values = server.settings() | {"store_timeout_seconds": 10.0}
-    store = DynamoStore.from_settings(make_settings(**values))
-    assert store is not None
-    token = once()
-    try:
-        await store.setup()
-        await store.increment(key)  # a pooled connection the paused server still holds
-        # The service's own timeout gives up on the call; the request stays sent.
-        with server.paused(), pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await store.increment_once(key, 1, None, token)
-        retried = await store.increment_once(key, 1, None, token)
-        assert retried.value == 2
-        assert await store.get(key) == 2, "the paused write and its retry counted once"
-    finally:
-        await store.close()
-        server.stop()
 
 
 PRUNE_INDEX = {
@@ -385,17 +327,22 @@ async def test_a_purge_round_queries_only_items_holding_records_and_prunes_the_e
     kept = {counter: once() for counter in mixed}
     try:
         await store.setup()
-        writes = [
+
+        async def short_then_live(counter: str) -> None:
+            # The item is due by its short record (prune_at is the oldest record's) and
+            # keeps the live one. The short one outlasts the writes, so no keyed write
+            # here finds it expired and prunes it before the purge does.
+            await store.increment_once(counter, 1, None, once(ttl=3))
+            await store.increment_once(counter, 1, None, kept[counter])
+
+        await asyncio.gather(
             *(store.increment(k, by=3) for k in plain),
-            *(store.increment_once(k, 1, None, once(ttl=1)) for k in expired for _ in range(3)),
+            # One keyed write each: a second one could find the first expired and prune it.
+            *(store.increment_once(k, 3, None, once(ttl=1)) for k in expired),
             *(store.increment_once(k, 1, None, once()) for k in live),
-            *(store.increment_once(k, 1, None, once(ttl=1)) for k in mixed),
-        ]
-        await asyncio.gather(*writes)
-        # A live record after a short one: the item is due (prune_at is the oldest
-        # record's) and keeps this record.
-        await asyncio.gather(*(store.increment_once(k, 1, None, kept[k]) for k in mixed))
-        await asyncio.sleep(2.1)
+            *(short_then_live(k) for k in mixed),
+        )
+        await asyncio.sleep(3.1)
 
         connector.operations.clear()
         connector.items_read.clear()
