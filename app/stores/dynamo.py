@@ -13,8 +13,6 @@ on (`prune_shard`, `prune_at`) lets the periodic purge Query only items holding 
 
 import asyncio
 import logging
-import math
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
@@ -33,7 +31,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.errors import CounterCapped, StoreUnavailable
 from app.settings import Settings, SettingsError
+from app.stores import records
 from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.records import Missed
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -55,9 +55,6 @@ _PRUNE_SHARDS = 16
 _PURGE_PAGE = 100
 _PURGE_PAGES_PER_ROUND = 50
 
-# Expired records may linger this long past their expiry before a write prunes them,
-# so that one prune removes many records instead of one per keyed increment.
-_PRUNE_DELAY_SECONDS = 60
 # Records removed per pruning UpdateItem: each costs ~35 characters of expression,
 # and an expression may be at most 4 KB.
 _PRUNE_BATCH = 50
@@ -117,7 +114,7 @@ class DynamoStore:
         table: str,
         *,
         create_table: bool = False,
-        prune_delay_seconds: int = _PRUNE_DELAY_SECONDS,
+        prune_delay_seconds: int = records.PRUNE_DELAY_SECONDS,
     ) -> None:
         """`connect()` gives an aioboto3 DynamoDB client context; it is entered once, in setup."""
         self._connect = connect
@@ -206,52 +203,50 @@ class DynamoStore:
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
         limit = _effective_cap(cap)
-        now = _now()
-        if by <= limit:
-            names = _record_names(once.token)
-            try:
-                with self._errors(), self._item_size_guard(key):
-                    response = await self._conn.update_item(
-                        TableName=self._table,
-                        Key={_KEY: {"S": key}},
-                        # Every right-hand side reads the item as it was: the record gets
-                        # the same new value as the counter.
-                        UpdateExpression=(
-                            "SET #v = if_not_exists(#v, :zero) + :by,"
-                            " #n = if_not_exists(#v, :zero) + :by,"
-                            " #r = :rec, #pa = if_not_exists(#pa, :pa),"
-                            " #ps = if_not_exists(#ps, :ps)"
-                        ),
-                        ConditionExpression=(
-                            "(attribute_not_exists(#r) OR #r.#e <= :now)"
-                            " AND (attribute_not_exists(#v) OR #v <= :limit)"
-                        ),
-                        ExpressionAttributeNames=names,
-                        ExpressionAttributeValues={
-                            ":zero": {"N": "0"},
-                            ":by": {"N": str(by)},
-                            ":limit": {"N": str(limit - by)},
-                            ":now": {"N": str(now)},
-                            **self._record_values(key, once, capped=False),
-                        },
-                        ReturnValues="UPDATED_NEW",
-                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    )
-            except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-                replay = _live_record(exc.response.get("Item"), once.token, now)
-                if replay is not None:
-                    return replay
-                # The token is free, so the cap refused it: record that outcome.
-            else:
-                attributes = response["Attributes"]
-                self._prune_if_due(key, attributes, now)
-                return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
-        return await self._record_capped(key, once, now)
+        # One attempt each: a refusal carries the item as the condition saw it, so a miss
+        # is always a live record or a full counter.
+        return await records.increment_once(self, key, by, limit, once, attempts=1)
 
-    async def _record_capped(self, key: str, once: Once, now: int) -> Recorded:
-        """Add a capped outcome to the item, or replay the record a concurrent copy wrote."""
+    async def add_record(
+        self, key: str, by: int, limit: int, once: Once, now: int
+    ) -> Recorded | Missed:
+        names = _record_names(once.token)
+        try:
+            with self._errors(), self._item_size_guard(key):
+                response = await self._conn.update_item(
+                    TableName=self._table,
+                    Key={_KEY: {"S": key}},
+                    # Every right-hand side reads the item as it was: the record gets
+                    # the same new value as the counter.
+                    UpdateExpression=(
+                        "SET #v = if_not_exists(#v, :zero) + :by,"
+                        " #n = if_not_exists(#v, :zero) + :by,"
+                        " #r = :rec, #pa = if_not_exists(#pa, :pa),"
+                        " #ps = if_not_exists(#ps, :ps)"
+                    ),
+                    ConditionExpression=(
+                        "(attribute_not_exists(#r) OR #r.#e <= :now)"
+                        " AND (attribute_not_exists(#v) OR #v <= :limit)"
+                    ),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={
+                        ":zero": {"N": "0"},
+                        ":by": {"N": str(by)},
+                        ":limit": {"N": str(limit - by)},
+                        ":now": {"N": str(now)},
+                        **self._record_values(key, once, capped=False),
+                    },
+                    ReturnValues="UPDATED_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as exc:
+            return _missed(exc, once.token, now)
+        attributes = response["Attributes"]
+        self._prune_if_due(key, attributes, now)
+        return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
+
+    async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
+        """Add a capped outcome to the item, unless a concurrent copy recorded the token."""
         try:
             with self._errors(), self._item_size_guard(key):
                 response = await self._conn.update_item(
@@ -273,19 +268,14 @@ class DynamoStore:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
-            replay = _live_record(exc.response.get("Item"), once.token, now)
-            # Only a live record of this token fails that condition at this `now`.
-            assert replay is not None, "condition failed without a live record"
-            return replay
+            return _missed(exc, once.token, now)
         attributes = response["Attributes"]
         self._prune_if_due(key, attributes, now)
         current = int(attributes[_RECORD_VALUE + once.token]["N"])
         return Recorded(current, True, once.fingerprint, replayed=False)
 
     def _record_values(self, key: str, once: Once, *, capped: bool) -> dict[str, Any]:
-        expires = _expiry(once.ttl_seconds)
+        expires = records.expiry(once.ttl_seconds)
         record = {
             _EXPIRY: {"N": str(expires)},
             "f": {"S": once.fingerprint},
@@ -315,7 +305,7 @@ class DynamoStore:
                 "ExpressionAttributeNames": {"#ps": _PRUNE_SHARD, "#pa": _PRUNE_AT},
                 "ExpressionAttributeValues": {
                     ":s": {"N": str(self._purge_shard)},
-                    ":now": {"N": str(_now())},
+                    ":now": {"N": str(records.now())},
                 },
                 "Limit": _PURGE_PAGE,
                 # An index is read eventually consistent only: each prune reads its item again.
@@ -357,7 +347,7 @@ class DynamoStore:
     async def _prune(self, key: str) -> None:
         """Remove expired records from one item, a batch per UpdateItem, and move `prune_at`."""
         for _ in range(_PRUNE_ROUNDS):
-            now = _now()
+            now = records.now()
             with self._errors():
                 response = await self._conn.get_item(
                     TableName=self._table, Key={_KEY: {"S": key}}, ConsistentRead=True
@@ -568,15 +558,6 @@ def _prune_shard(key: str) -> int:
     return zlib.crc32(key.encode()) % _PRUNE_SHARDS
 
 
-def _now() -> int:
-    return math.floor(time.time())
-
-
-def _expiry(ttl_seconds: int) -> int:
-    """Rounded up, so a record answers for at least its TTL (it is live while now < e)."""
-    return math.ceil(time.time() + ttl_seconds)
-
-
 def _record_names(token: str) -> dict[str, str]:
     return {
         **_NAMES,
@@ -588,15 +569,20 @@ def _record_names(token: str) -> dict[str, str]:
     }
 
 
-def _live_record(item: dict[str, Any] | None, token: str, now: int) -> Recorded | None:
-    """The token's record in `item` as a replay, None when absent or expired."""
-    record = (item or {}).get(_RECORD + token)
-    if record is None or int(record["M"][_EXPIRY]["N"]) <= now:
-        return None
-    assert item is not None
+def _missed(exc: ClientError, token: str, now: int) -> Missed:
+    """A refused record write: the token's live record or the counter, from `ALL_OLD`."""
+    if _code(exc) != "ConditionalCheckFailedException":
+        raise exc
+    item = exc.response.get("Item") or {}
+    record = item.get(_RECORD + token)
+    if record is None:
+        return Missed(None, _number(item), exc)
     fields = record["M"]
     value = int(item[_RECORD_VALUE + token]["N"])
-    return Recorded(value, fields["c"]["BOOL"], fields["f"]["S"], replayed=True)
+    found = records.replay(
+        value, fields["c"]["BOOL"], fields["f"]["S"], int(fields[_EXPIRY]["N"]), now
+    )
+    return Missed(found, _number(item), exc)
 
 
 def _record_expiries(item: dict[str, Any] | None) -> dict[str, int]:
