@@ -14,6 +14,7 @@ same findAndModify as the increment: an update pipeline (MongoDB >= 4.2), becaus
 record's value is computed from the counter's. `prune_at` says when the oldest record
 may go: the first keyed write past it also drops every expired record, in that same
 pipeline, so pruning costs a pass over the records once per delay, not every write.
+The decisions (replay, capped, retry) are app/stores/records.py's, shared with dynamo.
 """
 
 from typing import Any, ClassVar, Self

@@ -9,6 +9,7 @@ oldest record on the item may be pruned; a keyed write whose answer shows it due
 starts a background prune of that item (GetItem, then UpdateItem REMOVE). An item holding
 records also carries `prune_shard` (0..15, from its key); the sparse index `prune_at-index`
 on (`prune_shard`, `prune_at`) lets the periodic purge Query only items holding records.
+The decisions (replay, capped, retry) are app/stores/records.py's, shared with docdb.
 """
 
 import asyncio
