@@ -14,10 +14,9 @@ same findAndModify as the increment: an update pipeline (MongoDB >= 4.2), becaus
 record's value is computed from the counter's. `prune_at` says when the oldest record
 may go: the first keyed write past it also drops every expired record, in that same
 pipeline, so pruning costs a pass over the records once per delay, not every write.
+The decisions (replay, capped, retry) are app/stores/records.py's, shared with dynamo.
 """
 
-import math
-import time
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,7 +27,9 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from app.errors import CounterCapped
 from app.settings import Settings
+from app.stores import records
 from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.records import Missed
 
 Document = dict[str, Any]
 
@@ -39,8 +40,6 @@ _MAX_ATTEMPTS = 5
 
 _RECORDS = "once"
 _PRUNE_AT = "prune_at"
-# Expired records may linger this long before a keyed write drops them all at once.
-_PRUNE_DELAY_SECONDS = 60
 
 _TIMEOUT_OPTIONS = ("serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeoutMS")
 _DOCDB_DOMAIN = ".docdb.amazonaws.com"
@@ -63,7 +62,7 @@ class DocumentDbStore:
         client: AsyncMongoClient[Document],
         database: str,
         *,
-        prune_delay_seconds: int = _PRUNE_DELAY_SECONDS,
+        prune_delay_seconds: int = records.PRUNE_DELAY_SECONDS,
     ) -> None:
         self._client = client
         self._prune_delay = prune_delay_seconds
@@ -133,60 +132,58 @@ class DocumentDbStore:
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
         limit = _effective_cap(cap)
-        now = _now()
-        if by > limit:
-            return await self._record_capped(key, once, now)
+        return await records.increment_once(self, key, by, limit, once, attempts=_MAX_ATTEMPTS)
+
+    async def add_record(
+        self, key: str, by: int, limit: int, once: Once, now: int
+    ) -> Recorded | Missed:
         query: Document = {
             "_id": key,
             "value": {"$lte": Int64(limit - by)},
             **_token_free(once.token, now),
         }
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                doc = await self._counters.find_one_and_update(
-                    query,
-                    self._record_pipeline(once, by, now, capped=False),
-                    projection={"value": True},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                # Missed: the token is recorded, or the cap refused, or another first
-                # increment inserted the counter a moment ago. The document tells which.
-                doc = await self._record_of(key, once.token)
-                if (replay := _live_record(doc, once.token, now)) is not None:
-                    return replay
-                if doc is not None and int(doc.get("value", 0)) + by > limit:
-                    return await self._record_capped(key, once, now)
-                if attempt >= _MAX_ATTEMPTS:
-                    raise
-                continue
-            assert doc is not None, "an upsert returning the new document always has one"
-            return Recorded(int(doc["value"]), False, once.fingerprint, replayed=False)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            doc = await self._counters.find_one_and_update(
+                query,
+                self._record_pipeline(once, by, now, capped=False),
+                projection={"value": True},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError as exc:
+            # Missed: the token is recorded, or the cap refused, or another first
+            # increment inserted the counter a moment ago. The document tells which.
+            return await self._missed(key, once.token, now, exc)
+        assert doc is not None, "an upsert returning the new document always has one"
+        return Recorded(int(doc["value"]), False, once.fingerprint, replayed=False)
 
-    async def _record_capped(self, key: str, once: Once, now: int) -> Recorded:
-        """Record a refused increment, or replay the record a concurrent copy wrote."""
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                doc = await self._counters.find_one_and_update(
-                    {"_id": key, **_token_free(once.token, now)},
-                    self._record_pipeline(once, 0, now, capped=True),
-                    projection={"value": True},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                doc = await self._record_of(key, once.token)
-                if (replay := _live_record(doc, once.token, now)) is not None:
-                    return replay
-                if attempt >= _MAX_ATTEMPTS:
-                    raise
-                continue
-            assert doc is not None, "an upsert returning the new document always has one"
-            # The counter never goes down, so the value now is still past the cap.
-            return Recorded(int(doc["value"]), True, once.fingerprint, replayed=False)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
+        """Record a refused increment, unless a concurrent copy recorded the token."""
+        try:
+            doc = await self._counters.find_one_and_update(
+                {"_id": key, **_token_free(once.token, now)},
+                self._record_pipeline(once, 0, now, capped=True),
+                projection={"value": True},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError as exc:
+            return await self._missed(key, once.token, now, exc)
+        assert doc is not None, "an upsert returning the new document always has one"
+        # The counter never goes down, so the value now is still past the cap.
+        return Recorded(int(doc["value"]), True, once.fingerprint, replayed=False)
+
+    async def _missed(self, key: str, token: str, now: int, exc: DuplicateKeyError) -> Missed:
+        doc = await self._record_of(key, token)
+        if doc is None:  # the colliding insert is not visible yet: try again
+            return Missed(None, None, exc)
+        record = (doc.get(_RECORDS) or {}).get(token)
+        found = None
+        if record is not None:
+            found = records.replay(
+                int(record["v"]), bool(record["c"]), str(record["f"]), int(record["e"]), now
+            )
+        return Missed(found, int(doc.get("value", 0)), exc)
 
     async def _record_of(self, key: str, token: str) -> Document | None:
         return await self._counters.find_one(
@@ -195,8 +192,7 @@ class DocumentDbStore:
 
     def _record_pipeline(self, once: Once, by: int, now: int, *, capped: bool) -> list[Document]:
         """Add `by` (0 when capped), record the value it produced, prune when `prune_at` is due."""
-        # Rounded up, so a record answers for at least its TTL.
-        expires = math.ceil(time.time() + once.ttl_seconds)
+        expires = records.expiry(once.ttl_seconds)
         record = {
             "v": "$value",  # as the first stage left it: the value this increment produced
             "c": capped,
@@ -232,7 +228,7 @@ class DocumentDbStore:
         Keyed increments prune their own document; this reaches counters that no keyed
         increment has touched since their records expired.
         """
-        now = _now()
+        now = records.now()
         empty = {"$eq": [f"${_RECORDS}", {}]}
         await self._counters.update_many(
             {_PRUNE_AT: {"$lte": Int64(now)}},
@@ -263,10 +259,6 @@ def _effective_cap(cap: int | None) -> int:
     return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
-def _now() -> int:
-    return math.floor(time.time())
-
-
 def _token_free(token: str, now: int) -> Document:
     """Filter: `token` has no record, or only an expired one (live while now < e)."""
     return {
@@ -287,11 +279,3 @@ def _live_records(now: int) -> Document:
             }
         }
     }
-
-
-def _live_record(doc: Document | None, token: str, now: int) -> Recorded | None:
-    """The token's record in `doc` as a replay, None when absent or expired."""
-    record = ((doc or {}).get(_RECORDS) or {}).get(token)
-    if record is None or int(record["e"]) <= now:
-        return None
-    return Recorded(int(record["v"]), bool(record["c"]), str(record["f"]), replayed=True)

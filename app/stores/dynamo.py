@@ -6,13 +6,15 @@ computed from the counter's old value, and an UpdateExpression cannot build a ma
 one): `r:<token>` = `{e: N expiry epoch s, f: S fingerprint, c: BOOL capped}` and
 `n:<token>` = the value the increment produced. `prune_at` (epoch s) says when the
 oldest record on the item may be pruned; a keyed write whose answer shows it due
-starts a background prune of that item (GetItem, then UpdateItem REMOVE).
+starts a background prune of that item (GetItem, then UpdateItem REMOVE). An item holding
+records also carries `prune_shard` (0..15, from its key); the sparse index `prune_at-index`
+on (`prune_shard`, `prune_at`) lets the periodic purge Query only items holding records.
+The decisions (replay, capped, retry) are app/stores/records.py's, shared with docdb.
 """
 
 import asyncio
 import logging
-import math
-import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import Any, ClassVar, Self
@@ -30,7 +32,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.errors import CounterCapped, StoreUnavailable
 from app.settings import Settings, SettingsError
+from app.stores import records
 from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.records import Missed
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -43,10 +47,15 @@ _RECORD = "r:"  # + token: the record's map
 _RECORD_VALUE = "n:"  # + token: the value its increment produced
 _PRUNE_AT = "prune_at"
 _EXPIRY = "e"
+_PRUNE_SHARD = "prune_shard"
+_PRUNE_INDEX = "prune_at-index"
+# The index's partition key: spreading items over this many values keeps a hot expiry
+# second from landing on one index partition; the purge queries each in turn.
+_PRUNE_SHARDS = 16
+# Items one purge round reads from the index at most; the next round goes on from there.
+_PURGE_PAGE = 100
+_PURGE_PAGES_PER_ROUND = 50
 
-# Expired records may linger this long past their expiry before a write prunes them,
-# so that one prune removes many records instead of one per keyed increment.
-_PRUNE_DELAY_SECONDS = 60
 # Records removed per pruning UpdateItem: each costs ~35 characters of expression,
 # and an expression may be at most 4 KB.
 _PRUNE_BATCH = 50
@@ -70,6 +79,19 @@ _UNAVAILABLE_CODES = frozenset(
         "InvalidSignatureException",
     }
 )
+_PRUNE_INDEX_ATTRIBUTES = (
+    {"AttributeName": _PRUNE_SHARD, "AttributeType": "N"},
+    {"AttributeName": _PRUNE_AT, "AttributeType": "N"},
+)
+# The schema deploy/ecs/cloudformation.yaml declares too: keys only, on demand like the table.
+_PRUNE_INDEX_SPEC: dict[str, Any] = {
+    "IndexName": _PRUNE_INDEX,
+    "KeySchema": [
+        {"AttributeName": _PRUNE_SHARD, "KeyType": "HASH"},
+        {"AttributeName": _PRUNE_AT, "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
 _TABLE_POLL_SECONDS = 0.5
 _MAX_POOL_CONNECTIONS = 64
 
@@ -93,7 +115,7 @@ class DynamoStore:
         table: str,
         *,
         create_table: bool = False,
-        prune_delay_seconds: int = _PRUNE_DELAY_SECONDS,
+        prune_delay_seconds: int = records.PRUNE_DELAY_SECONDS,
     ) -> None:
         """`connect()` gives an aioboto3 DynamoDB client context; it is entered once, in setup."""
         self._connect = connect
@@ -103,8 +125,9 @@ class DynamoStore:
         self._exit_stack = AsyncExitStack()
         self._client: Any = None
         self._pruning: dict[str, asyncio.Task[None]] = {}
-        # Where the purge's table Scan goes on from (None: from the start).
-        self._scan_from: dict[str, Any] | None = None
+        # Where the purge goes on from: the shard, and the index key within it (None: its start).
+        self._purge_shard = 0
+        self._purge_from: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
@@ -150,6 +173,7 @@ class DynamoStore:
                     raise self._table_missing()
                 await asyncio.sleep(_TABLE_POLL_SECONDS)
                 status = await self._table_status()
+            await self._ensure_prune_index()
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         limit = _effective_cap(cap)
@@ -180,51 +204,50 @@ class DynamoStore:
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
         limit = _effective_cap(cap)
-        now = _now()
-        if by <= limit:
-            names = _record_names(once.token)
-            try:
-                with self._errors(), self._item_size_guard(key):
-                    response = await self._conn.update_item(
-                        TableName=self._table,
-                        Key={_KEY: {"S": key}},
-                        # Every right-hand side reads the item as it was: the record gets
-                        # the same new value as the counter.
-                        UpdateExpression=(
-                            "SET #v = if_not_exists(#v, :zero) + :by,"
-                            " #n = if_not_exists(#v, :zero) + :by,"
-                            " #r = :rec, #pa = if_not_exists(#pa, :pa)"
-                        ),
-                        ConditionExpression=(
-                            "(attribute_not_exists(#r) OR #r.#e <= :now)"
-                            " AND (attribute_not_exists(#v) OR #v <= :limit)"
-                        ),
-                        ExpressionAttributeNames=names,
-                        ExpressionAttributeValues={
-                            ":zero": {"N": "0"},
-                            ":by": {"N": str(by)},
-                            ":limit": {"N": str(limit - by)},
-                            ":now": {"N": str(now)},
-                            **self._record_values(once, now, capped=False),
-                        },
-                        ReturnValues="UPDATED_NEW",
-                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    )
-            except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-                replay = _live_record(exc.response.get("Item"), once.token, now)
-                if replay is not None:
-                    return replay
-                # The token is free, so the cap refused it: record that outcome.
-            else:
-                attributes = response["Attributes"]
-                self._prune_if_due(key, attributes, now)
-                return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
-        return await self._record_capped(key, once, now)
+        # One attempt each: a refusal carries the item as the condition saw it, so a miss
+        # is always a live record or a full counter.
+        return await records.increment_once(self, key, by, limit, once, attempts=1)
 
-    async def _record_capped(self, key: str, once: Once, now: int) -> Recorded:
-        """Add a capped outcome to the item, or replay the record a concurrent copy wrote."""
+    async def add_record(
+        self, key: str, by: int, limit: int, once: Once, now: int
+    ) -> Recorded | Missed:
+        names = _record_names(once.token)
+        try:
+            with self._errors(), self._item_size_guard(key):
+                response = await self._conn.update_item(
+                    TableName=self._table,
+                    Key={_KEY: {"S": key}},
+                    # Every right-hand side reads the item as it was: the record gets
+                    # the same new value as the counter.
+                    UpdateExpression=(
+                        "SET #v = if_not_exists(#v, :zero) + :by,"
+                        " #n = if_not_exists(#v, :zero) + :by,"
+                        " #r = :rec, #pa = if_not_exists(#pa, :pa),"
+                        " #ps = if_not_exists(#ps, :ps)"
+                    ),
+                    ConditionExpression=(
+                        "(attribute_not_exists(#r) OR #r.#e <= :now)"
+                        " AND (attribute_not_exists(#v) OR #v <= :limit)"
+                    ),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={
+                        ":zero": {"N": "0"},
+                        ":by": {"N": str(by)},
+                        ":limit": {"N": str(limit - by)},
+                        ":now": {"N": str(now)},
+                        **self._record_values(key, once, capped=False),
+                    },
+                    ReturnValues="UPDATED_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as exc:
+            return _missed(exc, once.token, now)
+        attributes = response["Attributes"]
+        self._prune_if_due(key, attributes, now)
+        return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
+
+    async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
+        """Add a capped outcome to the item, unless a concurrent copy recorded the token."""
         try:
             with self._errors(), self._item_size_guard(key):
                 response = await self._conn.update_item(
@@ -233,65 +256,72 @@ class DynamoStore:
                     # The counter never goes down, so the value now is still past the cap.
                     UpdateExpression=(
                         "SET #n = if_not_exists(#v, :zero), #r = :rec,"
-                        " #pa = if_not_exists(#pa, :pa)"
+                        " #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
                     ),
                     ConditionExpression="attribute_not_exists(#r) OR #r.#e <= :now",
                     ExpressionAttributeNames=_record_names(once.token),
                     ExpressionAttributeValues={
                         ":zero": {"N": "0"},
                         ":now": {"N": str(now)},
-                        **self._record_values(once, now, capped=True),
+                        **self._record_values(key, once, capped=True),
                     },
                     ReturnValues="UPDATED_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
-            replay = _live_record(exc.response.get("Item"), once.token, now)
-            # Only a live record of this token fails that condition at this `now`.
-            assert replay is not None, "condition failed without a live record"
-            return replay
+            return _missed(exc, once.token, now)
         attributes = response["Attributes"]
         self._prune_if_due(key, attributes, now)
         current = int(attributes[_RECORD_VALUE + once.token]["N"])
         return Recorded(current, True, once.fingerprint, replayed=False)
 
-    def _record_values(self, once: Once, now: int, *, capped: bool) -> dict[str, Any]:
-        expires = _expiry(once.ttl_seconds)
+    def _record_values(self, key: str, once: Once, *, capped: bool) -> dict[str, Any]:
+        expires = records.expiry(once.ttl_seconds)
         record = {
             _EXPIRY: {"N": str(expires)},
             "f": {"S": once.fingerprint},
             "c": {"BOOL": capped},
         }
-        return {":rec": {"M": record}, ":pa": {"N": str(expires + self._prune_delay)}}
+        return {
+            ":rec": {"M": record},
+            ":pa": {"N": str(expires + self._prune_delay)},
+            ":ps": {"N": str(_prune_shard(key))},
+        }
 
     async def purge_expired(self) -> None:
-        """Prune items whose `prune_at` has passed, a page of a table Scan at a time.
+        """Prune items whose `prune_at` has passed, found by Query on the sparse index.
 
         Keyed writes prune busy counters on their own; this reaches counters that no
-        keyed write has touched since their records expired. The Scan resumes where the
-        last round stopped, so a round cut by the store timeout still makes progress.
+        keyed write has touched since their records expired. Only items holding records
+        are in the index, so nothing else is read. A round reads at most
+        `_PURGE_PAGES_PER_ROUND` pages and the next goes on where it stopped, so a round
+        cut by the store timeout still makes progress.
         """
         await asyncio.gather(*self._pruning.values(), return_exceptions=True)
-        while True:
+        for _ in range(_PURGE_PAGES_PER_ROUND):
             params: dict[str, Any] = {
                 "TableName": self._table,
-                "FilterExpression": "#pa <= :now",
-                "ProjectionExpression": "#k",
-                "ExpressionAttributeNames": {"#pa": _PRUNE_AT, "#k": _KEY},
-                "ExpressionAttributeValues": {":now": {"N": str(_now())}},
-                # Eventually consistent at half the price: each prune reads its item again.
+                "IndexName": _PRUNE_INDEX,
+                "KeyConditionExpression": "#ps = :s AND #pa <= :now",
+                "ExpressionAttributeNames": {"#ps": _PRUNE_SHARD, "#pa": _PRUNE_AT},
+                "ExpressionAttributeValues": {
+                    ":s": {"N": str(self._purge_shard)},
+                    ":now": {"N": str(records.now())},
+                },
+                "Limit": _PURGE_PAGE,
+                # An index is read eventually consistent only: each prune reads its item again.
             }
-            if self._scan_from is not None:
-                params["ExclusiveStartKey"] = self._scan_from
+            if self._purge_from is not None:
+                params["ExclusiveStartKey"] = self._purge_from
             with self._errors():
-                page = await self._conn.scan(**params)
+                page = await self._conn.query(**params)
             for item in page.get("Items", []):
                 await self._prune(item[_KEY]["S"])
-            self._scan_from = page.get("LastEvaluatedKey")
-            if self._scan_from is None:
-                return
+            self._purge_from = page.get("LastEvaluatedKey")
+            if self._purge_from is None:
+                self._purge_shard = (self._purge_shard + 1) % _PRUNE_SHARDS
+                if self._purge_shard == 0:
+                    return  # every shard read to its end
 
     def _prune_if_due(self, key: str, attributes: dict[str, Any], now: int) -> None:
         prune_at = attributes.get(_PRUNE_AT)
@@ -318,7 +348,7 @@ class DynamoStore:
     async def _prune(self, key: str) -> None:
         """Remove expired records from one item, a batch per UpdateItem, and move `prune_at`."""
         for _ in range(_PRUNE_ROUNDS):
-            now = _now()
+            now = records.now()
             with self._errors():
                 response = await self._conn.get_item(
                     TableName=self._table, Key={_KEY: {"S": key}}, ConsistentRead=True
@@ -333,6 +363,8 @@ class DynamoStore:
     async def _prune_batch(self, key: str, batch: list[str], left: list[int], now: int) -> bool:
         """One UpdateItem removing `batch`; False if a record in it was rewritten meanwhile."""
         names: dict[str, str] = {"#pa": _PRUNE_AT}
+        if not left:
+            names["#ps"] = _PRUNE_SHARD
         values: dict[str, Any] = {}
         removes: list[str] = []
         conditions: list[str] = []
@@ -350,7 +382,8 @@ class DynamoStore:
             values[":pa"] = {"N": str(oldest + (self._prune_delay if oldest > now else 0))}
             expression = "SET #pa = :pa" + (f" REMOVE {', '.join(removes)}" if removes else "")
         else:
-            expression = f"REMOVE {', '.join([*removes, '#pa'])}"
+            # The item leaves the sparse index with its last record.
+            expression = f"REMOVE {', '.join([*removes, '#pa', '#ps'])}"
         params: dict[str, Any] = {
             "TableName": self._table,
             "Key": {_KEY: {"S": key}},
@@ -378,10 +411,13 @@ class DynamoStore:
                     await self._conn.update_item(
                         TableName=self._table,
                         Key={_KEY: {"S": key}},
-                        UpdateExpression="SET #pa = if_not_exists(#pa, :pa)",
-                        ExpressionAttributeNames={"#pa": _PRUNE_AT},
+                        UpdateExpression=(
+                            "SET #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
+                        ),
+                        ExpressionAttributeNames={"#pa": _PRUNE_AT, "#ps": _PRUNE_SHARD},
                         ExpressionAttributeValues={
-                            ":pa": {"N": str(min(newer.values()) + self._prune_delay)}
+                            ":pa": {"N": str(min(newer.values()) + self._prune_delay)},
+                            ":ps": {"N": str(_prune_shard(key))},
                         },
                     )
         return True
@@ -428,12 +464,46 @@ class DynamoStore:
             await self._conn.create_table(
                 TableName=self._table,
                 KeySchema=[{"AttributeName": _KEY, "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": _KEY, "AttributeType": "S"}],
+                AttributeDefinitions=[
+                    {"AttributeName": _KEY, "AttributeType": "S"},
+                    *_PRUNE_INDEX_ATTRIBUTES,
+                ],
+                GlobalSecondaryIndexes=[_PRUNE_INDEX_SPEC],
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":  # another process created it first
                 raise
+
+    async def _ensure_prune_index(self) -> None:
+        """Add the purge's index to a table made without it, and wait until it serves.
+
+        Backfilling a large table takes a while: setup fails on its timeout meanwhile and
+        the retried setup waits on, as for a table being created.
+        """
+        status = await self._index_status()
+        if status is None:
+            try:
+                await self._conn.update_table(
+                    TableName=self._table,
+                    AttributeDefinitions=list(_PRUNE_INDEX_ATTRIBUTES),
+                    GlobalSecondaryIndexUpdates=[{"Create": _PRUNE_INDEX_SPEC}],
+                )
+            except ClientError as exc:
+                # Another process is adding it (ResourceInUse), or the table is busy
+                # with another change: the next poll sees which.
+                if _code(exc) not in {"ResourceInUseException", "LimitExceededException"}:
+                    raise
+        while status != "ACTIVE":
+            await asyncio.sleep(_TABLE_POLL_SECONDS)
+            status = await self._index_status()
+
+    async def _index_status(self) -> str | None:
+        response = await self._conn.describe_table(TableName=self._table)
+        for index in response["Table"].get("GlobalSecondaryIndexes", []):
+            if index["IndexName"] == _PRUNE_INDEX:
+                return str(index["IndexStatus"])
+        return None
 
     def _table_missing(self) -> StoreUnavailable:
         return StoreUnavailable(
@@ -484,13 +554,9 @@ def _effective_cap(cap: int | None) -> int:
     return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
-def _now() -> int:
-    return math.floor(time.time())
-
-
-def _expiry(ttl_seconds: int) -> int:
-    """Rounded up, so a record answers for at least its TTL (it is live while now < e)."""
-    return math.ceil(time.time() + ttl_seconds)
+def _prune_shard(key: str) -> int:
+    """The key's partition in the prune index: CRC-32, the same in every process and release."""
+    return zlib.crc32(key.encode()) % _PRUNE_SHARDS
 
 
 def _record_names(token: str) -> dict[str, str]:
@@ -499,19 +565,25 @@ def _record_names(token: str) -> dict[str, str]:
         "#r": _RECORD + token,
         "#n": _RECORD_VALUE + token,
         "#pa": _PRUNE_AT,
+        "#ps": _PRUNE_SHARD,
         "#e": _EXPIRY,
     }
 
 
-def _live_record(item: dict[str, Any] | None, token: str, now: int) -> Recorded | None:
-    """The token's record in `item` as a replay, None when absent or expired."""
-    record = (item or {}).get(_RECORD + token)
-    if record is None or int(record["M"][_EXPIRY]["N"]) <= now:
-        return None
-    assert item is not None
+def _missed(exc: ClientError, token: str, now: int) -> Missed:
+    """A refused record write: the token's live record or the counter, from `ALL_OLD`."""
+    if _code(exc) != "ConditionalCheckFailedException":
+        raise exc
+    item = exc.response.get("Item") or {}
+    record = item.get(_RECORD + token)
+    if record is None:
+        return Missed(None, _number(item), exc)
     fields = record["M"]
     value = int(item[_RECORD_VALUE + token]["N"])
-    return Recorded(value, fields["c"]["BOOL"], fields["f"]["S"], replayed=True)
+    found = records.replay(
+        value, fields["c"]["BOOL"], fields["f"]["S"], int(fields[_EXPIRY]["N"]), now
+    )
+    return Missed(found, _number(item), exc)
 
 
 def _record_expiries(item: dict[str, Any] | None) -> dict[str, int]:

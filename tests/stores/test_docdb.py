@@ -246,34 +246,6 @@ async def test_a_keyed_increment_is_one_command(
     assert commands.names == ["findAndModify", "find"], "a replay misses, then reads the record"
 
 
-async def test_expired_records_are_pruned_by_the_next_keyed_write(
-    pruning: tuple[DocumentDbStore, Commands], raw: Any, key: str
-) -> None:
-    store, _ = pruning
-    for _ in range(20):
-        await store.increment_once(key, 1, None, once(ttl=1))
-    assert len((await raw.find_one({"_id": key}))["once"]) == 20
-    await asyncio.sleep(2.1)
-
-    live = once()
-    assert (await store.increment_once(key, 1, None, live)).value == 21
-    doc = await raw.find_one({"_id": key})
-    assert list(doc["once"]) == [live.token], "the same command dropped the expired ones"
-    assert doc["prune_at"] == doc["once"][live.token]["e"]
-    assert (await store.increment_once(key, 1, None, live)).replayed
-
-
-async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
-    pruning: tuple[DocumentDbStore, Commands], raw: Any, key: str
-) -> None:
-    store, _ = pruning
-    for _ in range(3):
-        await store.increment_once(key, 2, None, once(ttl=1))
-    await asyncio.sleep(2.1)
-    await store.purge_expired()
-    assert await raw.find_one({"_id": key}) == {"_id": key, "value": 6}
-
-
 async def test_setup_indexes_prune_at_so_the_purge_reads_only_due_counters(
     store: DocumentDbStore, raw: Any
 ) -> None:
@@ -282,20 +254,3 @@ async def test_setup_indexes_prune_at_so_the_purge_reads_only_due_counters(
     prune = [index for index in indexes if dict(index["key"]) == {"prune_at": 1}]
     assert len(prune) == 1
     assert prune[0].get("sparse") is True, "counters without records stay out of it"
-
-
-async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
-    servers: Servers, key: str
-) -> None:
-    server = servers.dedicated(MongoWireServer)
-    token = once()
-    async with open_store(DocumentDbStore, **server.settings(), store_timeout_seconds=10) as store:
-        await store.increment(key)  # a pooled connection the paused server still holds
-        # The service's own timeout gives up on the call; the command stays sent.
-        with server.paused(), pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await store.increment_once(key, 1, None, token)
-        retried = await store.increment_once(key, 1, None, token)
-        assert retried.value == 2
-        assert await store.get(key) == 2, "the paused write and its retry counted once"
-    server.stop()

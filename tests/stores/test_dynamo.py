@@ -2,7 +2,6 @@
 keep idempotency records in the counter's item and prune them."""
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,16 +32,22 @@ class Connector:
         self._url = server.url
         self.client: Any = None
         self.operations: list[str] = []
+        self.items_read: dict[str, int] = {}  # items each operation's answers carried
 
     @asynccontextmanager
     async def __call__(self) -> AsyncIterator[Any]:
         async with self._session.client("dynamodb", endpoint_url=self._url) as client:
             client.meta.events.register("before-call.dynamodb", self._record)
+            client.meta.events.register("after-call.dynamodb", self._count)
             self.client = client
             yield client
 
     def _record(self, model: Any, **_: Any) -> None:
         self.operations.append(model.name)
+
+    def _count(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        read = len(parsed.get("Items", [])) + (1 if "Item" in parsed else 0)
+        self.items_read[model.name] = self.items_read.get(model.name, 0) + read
 
 
 class AnswerDropper:
@@ -240,39 +245,6 @@ async def test_a_capped_keyed_increment_records_its_outcome_in_a_second_request(
     assert connector.operations == ["UpdateItem"] * 3
 
 
-async def test_expired_records_are_pruned_by_a_later_keyed_write_in_batches(
-    connected: tuple[DynamoStore, Connector], dynamo: DynamoDbLocalServer, key: str
-) -> None:
-    store, connector = connected
-    await asyncio.gather(*(store.increment_once(key, 1, None, once(ttl=1)) for _ in range(120)))
-    assert records_in(await raw_item(connector, dynamo.table, key)) == 120
-    await asyncio.sleep(2.1)
-
-    live = once()
-    assert (await store.increment_once(key, 1, None, live)).value == 121
-    deadline = time.monotonic() + 20
-    while records_in(item := await raw_item(connector, dynamo.table, key)) > 1:
-        assert time.monotonic() < deadline, f"{records_in(item)} records left"
-        await asyncio.sleep(0.2)
-    assert f"r:{live.token}" in item, "the live record is kept"
-    assert int(item["prune_at"]["N"]) == int(item[f"r:{live.token}"]["M"]["e"]["N"])
-    assert int(item["value"]["N"]) == 121
-    assert (await store.increment_once(key, 1, None, live)).replayed
-
-
-async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
-    connected: tuple[DynamoStore, Connector], dynamo: DynamoDbLocalServer, key: str
-) -> None:
-    store, connector = connected
-    for _ in range(3):
-        await store.increment_once(key, 2, None, once(ttl=1))
-    await asyncio.sleep(2.1)
-    await store.purge_expired()
-    item = await raw_item(connector, dynamo.table, key)
-    assert set(item) == {"id", "value"}, "records and prune_at removed"
-    assert await store.get(key) == 6
-
-
 async def test_an_item_at_the_size_limit_is_unavailable_not_a_server_error(
     connected: tuple[DynamoStore, Connector], key: str
 ) -> None:
@@ -287,25 +259,117 @@ async def test_an_item_at_the_size_limit_is_unavailable_not_a_server_error(
     assert await store.increment(key) == 3, "unkeyed increments still fit"
 
 
-async def test_a_keyed_increment_lost_in_a_pause_counts_once_when_retried(
-    servers: Servers, key: str
+PRUNE_INDEX = {
+    "IndexName": "prune_at-index",
+    "KeySchema": [
+        {"AttributeName": "prune_shard", "KeyType": "HASH"},
+        {"AttributeName": "prune_at", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
+
+
+def prune_index(described: dict[str, Any]) -> dict[str, Any]:
+    indexes = {i["IndexName"]: i for i in described.get("GlobalSecondaryIndexes", [])}
+    index = indexes["prune_at-index"]
+    assert index["IndexStatus"] == "ACTIVE"
+    return {name: index[name] for name in PRUNE_INDEX}
+
+
+async def test_a_created_table_has_the_sparse_prune_index(
+    dynamo: DynamoDbLocalServer, table: str
 ) -> None:
-    server = servers.dedicated(DynamoDbLocalServer)
-    # A fresh DynamoDB Local can take seconds to create a table on a busy machine.
-    values = server.settings() | {"store_timeout_seconds": 10.0}
-    store = DynamoStore.from_settings(make_settings(**values))
-    assert store is not None
-    token = once()
+    connector = Connector(dynamo)
+    store = DynamoStore(connector, table, create_table=True)
     try:
         await store.setup()
-        await store.increment(key)  # a pooled connection the paused server still holds
-        # The service's own timeout gives up on the call; the request stays sent.
-        with server.paused(), pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await store.increment_once(key, 1, None, token)
-        retried = await store.increment_once(key, 1, None, token)
-        assert retried.value == 2
-        assert await store.get(key) == 2, "the paused write and its retry counted once"
+        described = (await connector.client.describe_table(TableName=table))["Table"]
+        assert prune_index(described) == PRUNE_INDEX
+        types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
+        assert types == {"id": "S", "prune_shard": "N", "prune_at": "N"}
     finally:
         await store.close()
-        server.stop()
+
+
+async def test_setup_adds_the_prune_index_to_a_table_made_without_it(
+    dynamo: DynamoDbLocalServer, table: str, key: str
+) -> None:
+    connector = Connector(dynamo)
+    async with connector() as ddb:
+        await ddb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    store = DynamoStore(connector, table, prune_delay_seconds=0)
+    try:
+        await store.setup()
+        described = (await connector.client.describe_table(TableName=table))["Table"]
+        assert prune_index(described) == PRUNE_INDEX
+        await store.increment_once(key, 1, None, once(ttl=1))
+        await asyncio.sleep(2.1)
+        await store.purge_expired()
+        assert set(await raw_item(connector, table, key)) == {"id", "value"}
+    finally:
+        await store.close()
+
+
+async def test_a_purge_round_queries_only_items_holding_records_and_prunes_the_expired(
+    dynamo: DynamoDbLocalServer, table: str
+) -> None:
+    connector = Connector(dynamo)
+    store = DynamoStore(connector, table, create_table=True, prune_delay_seconds=0)
+    plain, expired, live, mixed = (
+        [f"{kind}-{n}" for n in range(count)]
+        for kind, count in (("plain", 40), ("expired", 30), ("live", 20), ("mixed", 10))
+    )
+    kept = {counter: once() for counter in mixed}
+    try:
+        await store.setup()
+
+        async def short_then_live(counter: str) -> None:
+            # The item is due by its short record (prune_at is the oldest record's) and
+            # keeps the live one. The short one outlasts the writes, so no keyed write
+            # here finds it expired and prunes it before the purge does.
+            await store.increment_once(counter, 1, None, once(ttl=3))
+            await store.increment_once(counter, 1, None, kept[counter])
+
+        await asyncio.gather(
+            *(store.increment(k, by=3) for k in plain),
+            # One keyed write each: a second one could find the first expired and prune it.
+            *(store.increment_once(k, 3, None, once(ttl=1)) for k in expired),
+            *(store.increment_once(k, 1, None, once()) for k in live),
+            *(short_then_live(k) for k in mixed),
+        )
+        await asyncio.sleep(4.1)  # past ceil(t + 3) by the whole seconds the purge counts in
+
+        connector.operations.clear()
+        connector.items_read.clear()
+        await store.purge_expired()
+        assert "Scan" not in connector.operations
+        assert connector.operations.count("Query") >= 16, "every shard is queried"
+        # Only the due items: not the 40 without records, nor the 20 whose records live.
+        assert connector.items_read["Query"] == len(expired) + len(mixed)
+
+        for counter in plain:
+            assert await raw_item(connector, table, counter) == {
+                "id": {"S": counter},
+                "value": {"N": "3"},
+            }
+        for counter in expired:
+            item = await raw_item(connector, table, counter)
+            assert item == {"id": {"S": counter}, "value": {"N": "3"}}, "left the index"
+        for counter in live:
+            item = await raw_item(connector, table, counter)
+            assert records_in(item) == 1
+            assert {"prune_at", "prune_shard"} <= set(item)
+        for counter in mixed:
+            item = await raw_item(connector, table, counter)
+            assert [name for name in item if name.startswith("r:")] == [f"r:{kept[counter].token}"]
+            assert int(item["prune_at"]["N"]) == int(
+                item[f"r:{kept[counter].token}"]["M"]["e"]["N"]
+            )
+            assert (await store.increment_once(counter, 1, None, kept[counter])).replayed
+    finally:
+        await store.close()
