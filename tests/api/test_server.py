@@ -208,6 +208,23 @@ def test_a_head_of_exactly_max_header_bytes_is_served_and_one_byte_more_refused(
     assert _counter(server, "edge") == 1
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_large_body_does_not_count_against_the_next_pipelined_head(
+    server: Server, framing: str
+) -> None:
+    body = b"b" * 30_000
+    if framing == "chunked":
+        first = b"POST /sqlite/bodied HTTP/1.1\r\nHost: counter.test\r\n"
+        first += b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        first = b"POST /sqlite/bodied HTTP/1.1\r\nHost: counter.test\r\n"
+        first += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    second = _head(b"/sqlite/bodied", MAX_HEAD)
+    answers = _answers(_exchange(server.port, [first + second]))
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert _counter(server, "bodied") == 2
+
+
 def test_an_unparsable_request_gets_a_json_400(server: Server) -> None:
     answers = _answers(_exchange(server.port, [b"NOT HTTP AT ALL\r\n\r\n"]))
     assert len(answers) == 1
