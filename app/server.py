@@ -94,8 +94,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                     self._refuse_head()
                     return
             start = stop
-        if self._in_head and self._timer is None:
-            self._timer = self.loop.call_later(self.head_timeout, self._time_out)
+        if self._in_head:
+            if self._timer is None:
+                self._timer = self.loop.call_later(self.head_timeout, self._time_out)
+        elif self._answered_all():
+            # Only blank lines came, which uvicorn's keep-alive timer no longer watches.
+            self._timer = self.loop.call_later(self.timeout_keep_alive, self._time_out)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

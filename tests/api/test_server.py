@@ -260,7 +260,9 @@ def test_pipelined_requests_in_one_read_are_all_served(server: Server) -> None:
     assert httpx.get(f"{server.url}/sqlite/piped").json()["counter"] == 100
 
 
-@pytest.mark.parametrize("partial", [b"", b"POST /sqlite/x HTTP/1.1\r\nHost: counter.test\r\n"])
+@pytest.mark.parametrize(
+    "partial", [b"", b"\r\n", b"POST /sqlite/x HTTP/1.1\r\nHost: counter.test\r\n"]
+)
 def test_a_never_finished_request_is_closed(server: Server, partial: bytes) -> None:
     with _connect(server.port) as sock:
         started = time.monotonic()
