@@ -142,9 +142,9 @@ class SqliteStore:
         """Run `work(connection, *args)` in one call on the connection's thread, in time or never.
 
         One call: the statements of a transaction cannot interleave with another
-        coroutine's on the shared connection. In time: a caller that timed out has gone,
-        and aiosqlite still runs what it queued; a write that starts past its deadline is
-        dropped, and one that starts before waits for locks only until the deadline.
+        coroutine's on the shared connection. In time: a write that starts past its deadline
+        (its caller has given up, or is about to) is dropped, and one that starts before
+        waits for locks only until the deadline.
         """
         db = self._conn
         deadline = time.monotonic() + self._write_budget
