@@ -169,6 +169,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(self._refusal)
         # Closing with the client's bytes unread would reset the connection and could lose
         # the answer: stop writing, discard what still comes, close when the client does.
+        if not self.transport.can_write_eof():  # TLS: no half-close
+            self.transport.close()
+            return
         self.transport.write_eof()
         self.transport.resume_reading()
         self._cancel_timer()
