@@ -1,12 +1,12 @@
 """The embedded default: a SQLite file, one atomic upsert per increment."""
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar, cast
-
-import aiosqlite
+from typing import Any, ClassVar, Self, TypeVar
 
 from app.errors import CounterCapped
 from app.settings import Settings
@@ -81,7 +81,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, timeout: float) -> None:
         self._path = path
         self._write_budget = timeout * _BUSY_SHARE
-        self._db: aiosqlite.Connection | None = None
+        self._db: _Connection | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -99,15 +99,11 @@ class SqliteStore:
                 ) from exc
         # isolation_level=None: every statement is its own transaction unless a write
         # opens one explicitly, so an upsert commits the moment it returns its row.
-        db = await aiosqlite.connect(self._path, isolation_level=None)
+        db = await _Connection.open(self._path)
         try:
             # Several worker processes may share the file: WAL lets readers run beside
             # the writer, and busy_timeout makes writers queue instead of failing.
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA busy_timeout={int(self._write_budget * 1000)}")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                await db.execute(statement)
+            await db.run(lambda conn: _setup(conn, self._write_budget))
         except BaseException:
             # The connection owns a thread: a failed setup must not leave it running.
             await db.close()
@@ -115,7 +111,7 @@ class SqliteStore:
         self._db = db
 
     @property
-    def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> "_Connection":
         if self._db is None:
             raise sqlite3.OperationalError("sqlite store is not set up")
         return self._db
@@ -131,12 +127,11 @@ class SqliteStore:
             pass
 
     async def get(self, key: str) -> int:
-        rows = await self._conn.execute_fetchall(_GET, {"id": key})
-        row = next(iter(rows), None)
+        row = await self._conn.run(lambda conn: conn.execute(_GET, {"id": key}).fetchone())
         return 0 if row is None else int(row[0])
 
     async def ping(self) -> None:
-        await self._conn.execute_fetchall("SELECT 1")
+        await self._conn.run(lambda conn: conn.execute("SELECT 1").fetchall())
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -147,25 +142,64 @@ class SqliteStore:
         """Run `work(connection, *args)` in one call on the connection's thread, in time or never.
 
         One call: the statements of a transaction cannot interleave with another
-        coroutine's on the shared connection. In time: a caller that timed out has gone,
-        and aiosqlite still runs what it queued; a write that starts past its deadline is
-        dropped, and one that starts before waits for locks only until the deadline.
+        coroutine's on the shared connection. In time: a write that starts past its deadline
+        (its caller has given up, or is about to) is dropped, and one that starts before
+        waits for locks only until the deadline.
         """
         db = self._conn
-        raw = db._conn  # the sqlite3 connection itself, which `work` drives
         deadline = time.monotonic() + self._write_budget
 
-        def in_time() -> T:
+        def in_time(conn: sqlite3.Connection) -> T:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise sqlite3.OperationalError("write abandoned: its deadline passed in the queue")
-            raw.execute(f"PRAGMA busy_timeout={max(1, int(remaining * 1000))}")
-            return work(raw, *args)
+            conn.execute(f"PRAGMA busy_timeout={max(1, int(remaining * 1000))}")
+            return work(conn, *args)
 
-        # aiosqlite has no public call for "run this function on the connection's thread";
-        # every public method is a thin wrapper around this one.
-        run = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
-        return await run(in_time)
+        return await db.run(in_time)
+
+
+class _Connection:
+    """One sqlite3 connection, used only from its own thread, one call at a time.
+
+    A whole transaction runs as one call, so the statements of two coroutines never
+    interleave. A call whose caller was cancelled before it started is dropped; one that
+    started runs to its end (it commits or rolls back), as a thread cannot be interrupted.
+    """
+
+    def __init__(self, thread: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self._thread = thread
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> "_Connection":
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        try:
+            connect = lambda: sqlite3.connect(path, isolation_level=None)  # noqa: E731
+            conn = await asyncio.get_running_loop().run_in_executor(thread, connect)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(thread, conn)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, conn)
+
+    async def close(self) -> None:
+        try:
+            # Queued behind the calls already submitted: they finish first.
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+
+def _setup(conn: sqlite3.Connection, write_budget: float) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA busy_timeout={int(write_budget * 1000)}")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    for statement in _SCHEMA:
+        conn.execute(statement)
 
 
 def _effective_cap(cap: int | None) -> int:

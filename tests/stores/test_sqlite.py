@@ -62,7 +62,7 @@ async def as_caller(call: Awaitable[T]) -> T:
 
 
 def worker_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+    return {t for t in threading.enumerate() if t.name.startswith("sqlite-store")}
 
 
 async def test_a_write_blocked_by_another_process_fails_within_the_store_timeout(
