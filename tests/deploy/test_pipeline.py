@@ -224,3 +224,39 @@ def test_deploy_role_passes_only_the_service_stacks_roles_to_ecs_tasks(
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
     }
     assert "${ServiceStackName}-*" in passing["Resource"]["Fn::Sub"]
+
+
+# checkov lives in a venv of its own next to the test venv's (the Makefile makes it).
+CHECKOV = BIN.parent / "checkov" / "bin" / "checkov"
+
+
+def checkov(*templates: Path) -> subprocess.CompletedProcess[str]:
+    files = [arg for t in templates for arg in ("-f", str(t))]
+    # Only the CloudFormation checks, offline: no download of its online guideline map.
+    return run(
+        str(CHECKOV),
+        "--framework",
+        "cloudformation",
+        "--skip-download",
+        "--compact",
+        "--quiet",
+        *files,
+    )
+
+
+def test_checkov_finds_nothing_unskipped_in_any_template_and_rejects_a_broken_copy(
+    tmp_path: Path,
+) -> None:
+    result = checkov(*TEMPLATES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Failed checks: 0" in result.stdout
+    # Every skip gives its reason in the template itself.
+    for template in TEMPLATES:
+        for resource in load_template(template)["Resources"].values():
+            for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+                assert skip["comment"].strip(), (template.name, skip["id"])
+    broken = tmp_path / "pipeline.yaml"
+    broken.write_text(PIPELINE.read_text().replace("{ScanOnPush: true}", "{ScanOnPush: false}"))
+    result = checkov(broken)
+    assert result.returncode != 0
+    assert "CKV_AWS_163" in result.stdout  # the ECR scan-on-push check
