@@ -14,6 +14,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 
+# checkov (tests/deploy) pins boto3, botocore and packaging below what the service needs:
+# it gets a venv of its own, $(VENV)/checkov, from requirements-checkov.lock.
 # Hashed runtime and bench locks (scripts/lock.sh), then the project itself (editable,
 # no re-resolution).
 $(VENV)/.installed: requirements.lock requirements-bench.lock pyproject.toml | $(BIN)/python
@@ -22,8 +24,10 @@ $(VENV)/.installed: requirements.lock requirements-bench.lock pyproject.toml | $
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: requirements-test.lock $(VENV)/.installed
+$(VENV)/.installed-test: requirements-test.lock requirements-checkov.lock $(VENV)/.installed
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.lock
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q --disable-pip-version-check -r requirements-checkov.lock
 	touch $@
 
 # The production entry point: bounded for direct exposure, drains on SIGTERM.

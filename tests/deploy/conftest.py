@@ -57,3 +57,20 @@ def task_definition() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
     return load_template()
+
+
+def environment(container: dict[str, Any]) -> list[dict[str, Any]]:
+    """A container's variables as a default deployment sets them: the ones behind an
+    Fn::If (the usage plan's, set only when their parameter is) are left out."""
+    return [e for e in container["Environment"] if "Fn::If" not in e]
+
+
+def conditional_environment(container: dict[str, Any]) -> dict[str, Any]:
+    """The variables set only when a parameter is: name -> (condition, value)."""
+    found = {}
+    for entry in container["Environment"]:
+        if "Fn::If" in entry:
+            condition, variable, otherwise = entry["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}, "off means unset, not empty"
+            found[variable["Name"]] = (condition, variable["Value"])
+    return found

@@ -11,7 +11,14 @@ import pytest
 
 from app.server import GRACEFUL_SHUTDOWN_SECONDS, KEEP_ALIVE_SECONDS
 from tests.deploy import dockerfile
-from tests.deploy.conftest import DASHBOARD, DOCKERFILE, ROOT, TEMPLATE
+from tests.deploy.conftest import (
+    DASHBOARD,
+    DOCKERFILE,
+    ROOT,
+    TEMPLATE,
+    conditional_environment,
+    environment,
+)
 from tests.deploy.test_task_definition import FARGATE_SIZES
 
 pytestmark = pytest.mark.deploy
@@ -51,11 +58,12 @@ def test_service_rolls_with_circuit_breaker_and_rollback_behind_the_alb(
     breaker = service["DeploymentConfiguration"]["DeploymentCircuitBreaker"]
     assert breaker == {"Enable": True, "Rollback": True}
     assert service["DeploymentController"]["Type"] == "ECS"
-    assert service["LaunchType"] == "FARGATE"
+    providers = {s["CapacityProvider"] for s in service["CapacityProviderStrategy"]}
+    assert providers == {"FARGATE", "FARGATE_SPOT"}
     assert service["LoadBalancers"][0]["ContainerPort"] == 8000
-    target_group = one(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
-    assert target_group["HealthCheckPath"] == "/healthz"
-    assert target_group["TargetType"] == "ip"
+    for target_group in resources(template, "AWS::ElasticLoadBalancingV2::TargetGroup").values():
+        assert target_group["HealthCheckPath"] == "/healthz"
+        assert target_group["TargetType"] == "ip"
 
 
 def test_every_task_size_is_a_valid_fargate_pair(template: dict[str, Any]) -> None:
@@ -74,8 +82,14 @@ def test_table_is_on_demand_and_the_task_role_reaches_only_that_table(
     assert "ManagedPolicyArns" not in task_role
     statements = [s for p in task_role["Policies"] for s in p["PolicyDocument"]["Statement"]]
     for statement in statements:
-        assert statement["Resource"] == {"Fn::GetAtt": ["CountersTable", "Arn"]}
+        assert statement["Resource"] in [
+            {"Fn::GetAtt": ["CountersTable", "Arn"]},
+            {"Fn::Sub": "${CountersTable.Arn}/index/prune_at-index"},
+        ]
         assert all(a.startswith("dynamodb:") and "*" not in a for a in statement["Action"])
+        # The index is only read: the purge's Query, nothing that writes or Scans.
+        if "index" in str(statement["Resource"]):
+            assert statement["Action"] == ["dynamodb:Query"]
 
 
 def test_the_task_role_grants_every_table_call_the_dynamo_store_makes(
@@ -85,6 +99,9 @@ def test_the_task_role_grants_every_table_call_the_dynamo_store_makes(
     # only once deployed; CreateTable is for local work (DYNAMODB_CREATE_TABLE), not ECS.
     source = (ROOT / "app" / "stores" / "dynamo.py").read_text()
     calls = set(re.findall(r"_conn\.(\w+)\(", source)) - {"create_table"}
+    # The purge reads the sparse prune_at index with Query; a Scan of the whole table is
+    # what the index replaces, and the role no longer grants it.
+    calls = (calls - {"scan"}) | {"query"}
     needed = {"dynamodb:" + "".join(w.title() for w in call.split("_")) for call in calls}
     task_role = template["Resources"]["TaskRole"]["Properties"]
     granted = {
@@ -242,9 +259,8 @@ def test_metrics_and_readyz_are_not_served_through_the_load_balancer(
             blocked |= set(condition["PathPatternConfig"]["Values"])
     assert {"/metrics", "/readyz"} <= blocked
     # ...and the ALB's own health check is the liveness probe, not /readyz's fan-out.
-    assert (
-        one(template, "AWS::ElasticLoadBalancingV2::TargetGroup")["HealthCheckPath"] == "/healthz"
-    )
+    for group in resources(template, "AWS::ElasticLoadBalancingV2::TargetGroup").values():
+        assert group["HealthCheckPath"] == "/healthz"
 
 
 def test_deployments_watch_5xx_latency_and_health_alarms_and_roll_back(
@@ -255,17 +271,31 @@ def test_deployments_watch_5xx_latency_and_health_alarms_and_roll_back(
     assert watched["Enable"] is True
     assert watched["Rollback"] is True
     names = [ref["Ref"] for ref in watched["AlarmNames"]]
-    metrics = {alarms[n]["Properties"]["MetricName"]: alarms[n]["Properties"] for n in names}
-    assert {
+    # A plain alarm names its metric; a math alarm names them in its expressions.
+    metrics = {
+        name: json.dumps(alarms[n]["Properties"].get("Metrics", []))
+        + alarms[n]["Properties"].get("MetricName", "")
+        for n in names
+        for name in [n]
+    }
+    watched_text = " ".join(metrics.values())
+    for metric in [
         "HTTPCode_Target_5XX_Count",
         "HTTPCode_ELB_5XX_Count",
         "TargetResponseTime",
         "UnHealthyHostCount",
-    } <= set(metrics)
-    assert metrics["TargetResponseTime"]["ExtendedStatistic"] == "p99"
-    for props in metrics.values():
-        assert props["Namespace"] == "AWS/ApplicationELB"
+        'MetricName=\\"Increments\\" outcome=\\"error\\"',
+        "ReadThrottleEvents",
+        "WriteThrottleEvents",
+    ]:
+        assert metric in watched_text, metric
+    assert alarms["LatencyP99Alarm"]["Properties"]["ExtendedStatistic"] == "p99"
+    for name in names:
+        props = alarms[name]["Properties"]
         assert props["TreatMissingData"] == "notBreaching"  # no traffic is not an outage
+        # Blue/green moves production between two target groups: an alarm that named one
+        # would miss every other deployment.
+        assert "TargetGroupFullName" not in json.dumps(props), name
 
 
 def test_tasks_stop_only_after_the_shutdown_delay_and_graceful_window(
@@ -274,7 +304,7 @@ def test_tasks_stop_only_after_the_shutdown_delay_and_graceful_window(
     (cfn,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
     (plain,) = task_definition["containerDefinitions"]
     for stop_timeout, env in [
-        (cfn["StopTimeout"], {e["Name"]: e["Value"] for e in cfn["Environment"]}),
+        (cfn["StopTimeout"], {e["Name"]: e["Value"] for e in environment(cfn)}),
         (plain["stopTimeout"], {e["name"]: e["value"] for e in plain["environment"]}),
     ]:
         delay = int(env["SHUTDOWN_DELAY_SECONDS"])
@@ -289,7 +319,11 @@ def test_table_key_is_the_stores_key_and_no_parameter_can_change_it(
     assert not [p for p in template["Parameters"] if "KeyAttribute" in p]
     table = one(template, "AWS::DynamoDB::Table")
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert table["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert table["AttributeDefinitions"] == [
+        {"AttributeName": "id", "AttributeType": "S"},
+        {"AttributeName": "prune_shard", "AttributeType": "N"},
+        {"AttributeName": "prune_at", "AttributeType": "N"},
+    ]
     source = (ROOT / "app" / "stores" / "dynamo.py").read_text()
     assert '_KEY = "id"' in source
 
@@ -343,7 +377,7 @@ def test_template_task_definition_mirrors_task_definition_json(
 ) -> None:
     (cfn,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
     (plain,) = task_definition["containerDefinitions"]
-    assert {e["Name"] for e in cfn["Environment"]} == {e["name"] for e in plain["environment"]}
+    assert {e["Name"] for e in environment(cfn)} == {e["name"] for e in plain["environment"]}
     assert {s["Name"] for s in cfn["Secrets"]} == {s["name"] for s in plain["secrets"]}
     assert cfn["HealthCheck"]["Command"] == plain["healthCheck"]["command"]
     assert [p["ContainerPort"] for p in cfn["PortMappings"]] == [
@@ -352,7 +386,7 @@ def test_template_task_definition_mirrors_task_definition_json(
     size = template["Mappings"]["FargateTaskSizes"][template["Parameters"]["TaskSize"]["Default"]]
     assert (size["Cpu"], size["Memory"]) == (task_definition["cpu"], task_definition["memory"])
     plain_env = {e["name"]: e["value"] for e in plain["environment"]}
-    for entry in cfn["Environment"]:
+    for entry in environment(cfn):
         if isinstance(entry["Value"], str):
             assert entry["Value"] == plain_env[entry["Name"]], entry["Name"]
 
@@ -379,13 +413,140 @@ def test_dashboard_shows_traffic_errors_latency_per_store_and_counter_values(
         for t in f["MetricTransformations"]
     }
     for metric in metrics:
-        if metric[0] != "AWS/ApplicationELB":
+        if metric[0] not in ("AWS/ApplicationELB", "AWS/DynamoDB"):
             dims = {metric[n] for n in range(2, len(metric) - 1, 2)}
             assert published.get((metric[0], metric[1])) == dims, metric
     latency_stores = {m[3] for m in metrics if m[1] == "IncrementLatency"}
-    assert latency_stores == set(STORES)
+    # sqlite is off in the stack (one file per task): nothing of it is graphed.
+    assert latency_stores == set(STORES) - {"sqlite"}
+    assert not [m for m in metrics if "sqlite" in m]
+    value_stores = {m[3] for m in metrics if m[1] == "CounterValue"}
+    assert value_stores == set(STORES) - {"sqlite"}
+    for dynamo in [
+        "ConsumedReadCapacityUnits",
+        "ConsumedWriteCapacityUnits",
+        "ReadThrottleEvents",
+        "WriteThrottleEvents",
+    ]:
+        assert ("AWS/DynamoDB", dynamo) in names, dynamo
     queries = [w["properties"]["query"] for w in widgets if w["type"] == "log"]
     assert any("counter" in q and "stats" in q for q in queries)
     group = task_group = json.loads(Path(TEMPLATE.parent / "task-definition.json").read_text())
     task_group = group["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-group"]
     assert all(f"SOURCE '{task_group}'" in q for q in queries)
+
+
+def test_usage_plan_and_momento_ttl_are_parameters_and_off_means_unset(
+    template: dict[str, Any],
+) -> None:
+    (container,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    conditional = conditional_environment(container)
+    params = template["Parameters"]
+    for variable, parameter in {
+        "RATE_LIMIT_PER_SECOND": "RateLimitPerSecond",
+        "RATE_LIMIT_BURST": "RateLimitBurst",
+        "QUOTA_PER_DAY": "QuotaPerDay",
+        "QUOTA_STORE": "QuotaStore",
+    }.items():
+        condition, value = conditional[variable]
+        assert value == {"Ref": parameter}
+        # An empty variable would fail start-up: empty parameter -> no variable at all.
+        assert template["Conditions"][condition] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]
+        }
+        assert params[parameter]["Default"] == ""
+    assert set(params["QuotaStore"]["AllowedValues"]) == set(STORES) - {"sqlite"} | {""}
+    env = {e["Name"]: e["Value"] for e in environment(container)}
+    assert env["MOMENTO_TTL_SECONDS"] == {"Ref": "MomentoTtlSeconds"}
+    # A default Momento account allows at most 24 h.
+    assert params["MomentoTtlSeconds"]["Default"] == 86400
+
+
+def test_every_parameter_has_a_default_or_a_description(template: dict[str, Any]) -> None:
+    for name, parameter in template["Parameters"].items():
+        assert "Default" in parameter or parameter.get("Description"), name
+
+
+def test_purge_index_is_sparse_keys_only_on_shard_and_prune_at(template: dict[str, Any]) -> None:
+    (index,) = one(template, "AWS::DynamoDB::Table")["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "prune_at-index"
+    assert index["KeySchema"] == [
+        {"AttributeName": "prune_shard", "KeyType": "HASH"},
+        {"AttributeName": "prune_at", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    # On-demand: the index has no throughput of its own to run out of.
+    assert "ProvisionedThroughput" not in index
+
+
+def test_blue_green_shifts_between_two_groups_and_rolling_stays_an_option(
+    template: dict[str, Any],
+) -> None:
+    params = template["Parameters"]
+    assert set(params["DeploymentStrategy"]["AllowedValues"]) == {"BLUE_GREEN", "ROLLING"}
+    assert template["Conditions"]["IsBlueGreen"] == {
+        "Fn::Equals": [{"Ref": "DeploymentStrategy"}, "BLUE_GREEN"]
+    }
+    service = one(template, "AWS::ECS::Service")
+    config = service["DeploymentConfiguration"]
+    assert config["Strategy"] == {"Ref": "DeploymentStrategy"}
+    assert config["BakeTimeInMinutes"]["Fn::If"][1] == {"Ref": "BakeTimeMinutes"}
+    condition, advanced, rolling = service["LoadBalancers"][0]["AdvancedConfiguration"]["Fn::If"]
+    assert condition == "IsBlueGreen"
+    assert rolling == {"Ref": "AWS::NoValue"}
+    assert advanced["AlternateTargetGroupArn"] == {"Ref": "GreenTargetGroup"}
+    assert advanced["ProductionListenerRule"] == {"Ref": "ProductionRule"}
+    assert advanced["TestListenerRule"] == {"Ref": "TestRule"}
+    # Everything only blue/green needs exists only with it.
+    for name in ["GreenTargetGroup", "TestListener", "TestRule", "LoadBalancerInfrastructureRole"]:
+        assert template["Resources"][name]["Condition"] == "IsBlueGreen", name
+    # The two groups are alike: each is production in turn.
+    groups = resources(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    assert groups["TargetGroup"] == groups["GreenTargetGroup"]
+
+
+def test_infrastructure_role_only_moves_the_two_rules_and_groups(
+    template: dict[str, Any],
+) -> None:
+    role = template["Resources"]["LoadBalancerInfrastructureRole"]
+    assert "ManagedPolicyArns" not in role["Properties"]
+    for statement in statements_of(role):
+        actions = statement["Action"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            if statement["Resource"] == "*":
+                assert action.startswith("elasticloadbalancing:Describe"), action
+    resources_ = {
+        json.dumps(statement["Resource"], sort_keys=True) for statement in statements_of(role)
+    }
+    assert json.dumps([{"Ref": "ProductionRule"}, {"Ref": "TestRule"}]) in resources_
+
+
+def test_arm64_and_fargate_spot_are_parameters(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert set(params["CpuArchitecture"]["AllowedValues"]) == {"X86_64", "ARM64"}
+    task = one(template, "AWS::ECS::TaskDefinition")
+    assert task["RuntimePlatform"]["CpuArchitecture"] == {"Ref": "CpuArchitecture"}
+    strategy = {
+        s["CapacityProvider"]: s
+        for s in one(template, "AWS::ECS::Service")["CapacityProviderStrategy"]
+    }
+    assert strategy["FARGATE_SPOT"]["Weight"] == {"Ref": "FargateSpotWeight"}
+    # At least one task is never reclaimed by Spot.
+    assert strategy["FARGATE"]["Base"] >= 1
+    assert params["FargateSpotWeight"]["Default"] == 0
+
+
+def test_counter_values_are_summed_per_store_from_the_increment_line(
+    template: dict[str, Any],
+) -> None:
+    filters = resources(template, "AWS::Logs::MetricFilter")
+    (values,) = [
+        f for f in filters.values() if f["MetricTransformations"][0]["MetricName"] == "CounterValue"
+    ]
+    (transformation,) = values["MetricTransformations"]
+    # The fields of app/counters.py's increment line.
+    source = (ROOT / "app" / "counters.py").read_text()
+    assert '"store": store' in source
+    assert '"counter": value' in source
+    assert transformation["MetricValue"] == "$.counter"
+    assert transformation["Dimensions"] == [{"Key": "store", "Value": "$.store"}]

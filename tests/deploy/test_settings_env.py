@@ -8,7 +8,7 @@ import pytest
 from app.settings import Settings
 from app.stores import STORE_TYPES
 from tests.deploy import dockerfile
-from tests.deploy.conftest import DOCKERFILE
+from tests.deploy.conftest import DOCKERFILE, environment
 
 pytestmark = pytest.mark.deploy
 
@@ -85,7 +85,7 @@ def template_env(template: dict[str, Any]) -> dict[str, str]:
             return str(params[ref].get("Default", ref)) if ref in params else f"resolved-{ref}"
         return str(raw)
 
-    env = {e["Name"]: value(e["Value"]) for e in app["Environment"]}
+    env = {e["Name"]: value(e["Value"]) for e in environment(app)}
     return env | {s["Name"]: secret_value(s["Name"]) for s in app["Secrets"]}
 
 
