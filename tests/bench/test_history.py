@@ -4,13 +4,14 @@ from app.bench.history import (
     READ_TOO_HIGH,
     READ_TOO_LOW,
     STALE_INCREMENT,
+    Answer,
     Operation,
     check_order,
 )
 
 
-def inc(started: float, ended: float, value: int | None, answer: str = "ok") -> Operation:
-    return Operation("k", "increment", started, ended, answer, value)  # type: ignore[arg-type]
+def inc(started: float, ended: float, value: int | None, answer: Answer = "ok") -> Operation:
+    return Operation("k", "increment", started, ended, answer, value)
 
 
 def read(started: float, ended: float, value: int) -> Operation:
