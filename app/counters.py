@@ -24,6 +24,7 @@ from app.metrics import Metrics
 from app.settings import Settings, SettingsError
 from app.stores import STORE_TYPES, CounterStore
 from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.broken import connection_broken
 
 log = logging.getLogger("atomic_counter")
 
@@ -305,6 +306,18 @@ class Counters:
         except CounterError:  # a domain answer from the store (idempotency conflicts)
             raise
         except Exception as exc:
+            if connection_broken(exc):
+                # An outage, not a bug: a driver's RuntimeError that names a closed connection.
+                log.warning(
+                    "store unavailable",
+                    extra={
+                        "store": name,
+                        "operation": operation,
+                        "reason": "connection broken",
+                        "error": _describe(exc),
+                    },
+                )
+                raise StoreUnavailable(name, "connection broken") from exc
             # Anything else is this store's fault: 503 for it alone, logged once with its type.
             log.error(
                 "store failed",

@@ -4,14 +4,19 @@
   (no store, auth, middleware, logging or metrics): the price of the framework alone.
 - `create_naive_dynamo_app`: one DynamoDB `UpdateItem` (`ADD`) per request through the same
   store code and SDK settings as the service, without group commit or anything else.
+- `create_incrby_ceiling_app`: raw ASGI, one Redis `INCRBY` per `POST /redis/{id}`: the
+  Python ceiling for the service's hot route (no framework, parsing or checks at all).
 
 Served with `uvicorn --factory benchmarks.baselines:create_bare_app` (or `..._naive_dynamo_app`).
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import orjson
+import redis.asyncio as aioredis
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.settings import load_settings
 from app.stores.dynamo import DynamoStore
@@ -71,5 +76,38 @@ def create_naive_dynamo_app() -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    return app
+
+
+ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def create_incrby_ceiling_app() -> ASGI:
+    """POST /redis/{id}: one INCRBY on the service's REDIS_URL; GET reads it back."""
+    redis_url = load_settings().redis_url
+    assert redis_url, "set REDIS_URL for the ceiling app"
+    client = aioredis.Redis.from_url(redis_url.get_secret_value())
+    ok_headers = [(b"content-type", b"application/json")]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await client.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path: str = scope["path"]
+        if path.startswith("/redis/"):
+            id = path[len("/redis/") :]
+            if scope["method"] == "POST":
+                counter = int(await client.incrby(id, 1))
+            else:
+                counter = int(await client.get(id) or 0)
+            body = {"store": "redis", "id": id, "counter": counter}
+        else:
+            body = {"status": "ok", "stores": {"redis": "ok"}}
+        await send({"type": "http.response.start", "status": 200, "headers": ok_headers})
+        await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
     return app

@@ -3,7 +3,7 @@
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from starlette.types import ASGIApp
 
 from app.main import create_app
 from app.settings import Settings
@@ -143,13 +144,32 @@ def key() -> str:
     return f"test-{uuid.uuid4().hex}"
 
 
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, behind an HTTP client."""
-    app = create_app(settings)
+async def serve_app(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """That app with its lifespan running, behind an HTTP client."""
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as client:
             yield client
+
+
+async def serve(
+    settings: Settings, store_types: Mapping[str, type[CounterStore]] = STORE_TYPES
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app built from those settings (and store table), behind an HTTP client."""
+    async for client in serve_app(create_app(settings, store_types)):
+        yield client
+
+
+def sqlite_client(**values: object) -> Any:
+    """A `client` fixture for a module: the service with only the embedded store enabled,
+    plus those settings; the database lives in the test's tmp_path."""
+
+    @pytest.fixture
+    async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+        async for http in serve(make_settings(sqlite_path=tmp_path / "c.db", **values)):
+            yield http
+
+    return client
 
 
 @pytest.fixture

@@ -1,21 +1,16 @@
 """API keys: required on counter routes when API_KEYS is set, never on probes."""
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings, serve, sqlite_client
 
 pytestmark = pytest.mark.sqlite
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(sqlite_path=tmp_path / "c.db", api_keys="key-one, key-two")
-    async for http in serve(settings):
-        yield http
+client = sqlite_client(api_keys="key-one, key-two")
 
 
 @pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"x-api-key": ""}])

@@ -1,6 +1,5 @@
 """Bad input and unknown stores get clear JSON errors."""
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -10,16 +9,12 @@ from app.main import create_app
 from app.settings import SettingsError
 from app.stores import STORE_TYPES
 from app.stores.base import COUNTER_LIMIT
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings, serve, sqlite_client
 
 pytestmark = pytest.mark.sqlite
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """The service with only the embedded store enabled."""
-    async for http in serve(make_settings(sqlite_path=tmp_path / "c.db")):
-        yield http
+client = sqlite_client()
 
 
 async def test_unknown_store_is_404(client: httpx.AsyncClient) -> None:

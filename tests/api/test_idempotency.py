@@ -23,7 +23,7 @@ from app.stores import STORE_TYPES
 from app.stores.base import COUNTER_LIMIT
 from testing.backends import Backend
 from tests.api.memory_store import MemoryStore
-from tests.conftest import Servers, backend_params, make_settings, serve
+from tests.conftest import Servers, backend_params, make_settings, serve, serve_app
 
 TIMEOUT = 1.0
 
@@ -283,11 +283,8 @@ def memory_store(monkeypatch: pytest.MonkeyPatch) -> type[MemoryStore]:
 
 
 async def serve_memory(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, store_types={**STORE_TYPES, "memory": MemoryStore})
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as http:
-            yield http
+    async for http in serve(settings, {**STORE_TYPES, "memory": MemoryStore}):
+        yield http
 
 
 @pytest.fixture
@@ -345,23 +342,21 @@ async def test_a_keyed_increment_past_the_counter_limit_is_409_not_500(tmp_path:
         make_settings(sqlite_path=tmp_path / "c.db"),
         store_types={**STORE_TYPES, "memory": MemoryStore},
     )
-    async with LifespanManager(app) as manager:
+    async for http in serve_app(app):
         app.state.counters._stores["memory"].values["full"] = COUNTER_LIMIT
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as http:
-            headers = keyed()
-            refused = await http.post("/memory/full", headers=headers)
-            assert refused.status_code == 409
-            assert refused.json() == {
-                "error": f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
-                "store": "memory",
-                "id": "full",
-                "counter": COUNTER_LIMIT,
-                "useConditionalWrites": False,
-            }
-            replay = await http.post("/memory/full", headers=headers)
-            assert replay.headers["Idempotent-Replayed"] == "true"
-            assert replay.json() == refused.json()
+        headers = keyed()
+        refused = await http.post("/memory/full", headers=headers)
+        assert refused.status_code == 409
+        assert refused.json() == {
+            "error": f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
+            "store": "memory",
+            "id": "full",
+            "counter": COUNTER_LIMIT,
+            "useConditionalWrites": False,
+        }
+        replay = await http.post("/memory/full", headers=headers)
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.json() == refused.json()
 
 
 async def test_a_store_that_sees_the_first_copy_in_flight_answers_409(

@@ -1,22 +1,18 @@
 """Probes, metrics, JSON logs and the OpenAPI document."""
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings, serve, sqlite_client
 
 pytestmark = pytest.mark.sqlite
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for http in serve(make_settings(sqlite_path=tmp_path / "c.db")):
-        yield http
+client = sqlite_client()
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

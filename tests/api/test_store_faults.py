@@ -23,7 +23,7 @@ from tests.api.fake_stores import (
     StubbornStore,
     with_stores,
 )
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.sqlite
 
@@ -31,11 +31,8 @@ TIMEOUT = 0.5
 
 
 async def serve_with(settings: Settings, *extra: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, with_stores(*extra))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as http:
-            yield http
+    async for http in serve(settings, with_stores(*extra)):
+        yield http
 
 
 def log_lines(text: str) -> list[dict[str, Any]]:
