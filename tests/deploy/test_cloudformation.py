@@ -358,7 +358,7 @@ def test_task_egress_is_limited_to_the_ports_it_calls(template: dict[str, Any]) 
 
 
 def test_log_group_has_retention_and_the_container_logs_to_it(template: dict[str, Any]) -> None:
-    assert one(template, "AWS::Logs::LogGroup")["RetentionInDays"]
+    assert all(g["RetentionInDays"] for g in resources(template, "AWS::Logs::LogGroup").values())
     (container,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
     options = container["LogConfiguration"]["Options"]
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
