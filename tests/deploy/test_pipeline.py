@@ -96,27 +96,85 @@ def test_ci_workflow_runs_the_readme_test_command_on_debian() -> None:
     assert workflow["permissions"] == {"contents": "read"}
 
 
+def check_buildspec(path: Path) -> list[str]:
+    """Schema errors, then each command that bash cannot parse."""
+    schema = Path(__file__).parent / "buildspec.schema.json"
+    result = run(str(BIN / "check-jsonschema"), "--schemafile", str(schema), str(path))
+    if result.returncode != 0:
+        return [result.stdout + result.stderr]
+    spec = yaml.safe_load(path.read_text())
+    return [c for c in commands(spec) if run("bash", "-n", "-c", c).returncode != 0]
+
+
+def test_buildspec_is_valid_and_a_broken_one_is_not(tmp_path: Path) -> None:
+    assert check_buildspec(BUILDSPEC) == []
+    text = BUILDSPEC.read_text()
+    for good, bad in [
+        ("  pre_build:", "  prebuild:"),  # not a phase CodeBuild runs: make test skipped
+        ("on-failure: ABORT", "on-failure: STOP"),
+        (
+            'docker push "$IMAGE_REPOSITORY_URI:$IMAGE_TAG-arm64"',
+            'docker push "$IMAGE_REPOSITORY_URI',
+        ),
+    ]:
+        broken = tmp_path / "buildspec.yml"
+        broken.write_text(text.replace(good, bad, 1))
+        assert broken.read_text() != text, good
+        assert check_buildspec(broken), bad
+
+
 def test_buildspec_runs_the_readme_test_command_before_it_builds_anything(
     buildspec: dict[str, Any],
 ) -> None:
     assert readme_test_command() == "make test"
     steps = commands(buildspec)
     tests = steps.index("make test")
-    (build,) = [n for n, c in enumerate(steps) if c.startswith("docker build")]
-    assert tests < build, "the image is built only from a tree that passed the tests"
+    builds = [n for n, c in enumerate(steps) if c.startswith("docker build")]
+    assert tests < min(builds), "the images are built only from a tree that passed the tests"
     # Every phase aborts on failure: a failed test never reaches the push.
     assert {p.get("on-failure") for p in buildspec["phases"].values()} == {"ABORT"}
 
 
-def test_build_tags_once_with_the_commit_and_exports_the_digest(buildspec: dict[str, Any]) -> None:
+def test_build_tags_each_architecture_with_the_commit_and_exports_the_list_digest(
+    buildspec: dict[str, Any],
+) -> None:
     steps = commands(buildspec)
     builds = [c for c in steps if c.startswith("docker build")]
-    assert len(builds) == 1, "one image per commit"
-    assert '"$IMAGE_REPOSITORY_URI:$IMAGE_TAG"' in builds[0]
+    platforms = {c.split("--platform ")[1].split()[0]: c for c in builds}
+    assert sorted(platforms) == ["linux/amd64", "linux/arm64"], "one image per architecture"
+    for platform, build in platforms.items():
+        arch = platform.removeprefix("linux/")
+        assert build.endswith(f'-t "$IMAGE_REPOSITORY_URI:$IMAGE_TAG-{arch}" .')
+        assert f'docker push "$IMAGE_REPOSITORY_URI:$IMAGE_TAG-{arch}"' in steps
+        # Scan on push scans each image; the gate reads both.
+        assert f"python3 deploy/ecs/scan_gate.py findings-{arch}.json" in " ".join(steps)
+    (manifest,) = [c for c in steps if c.startswith("docker manifest create")]
+    assert manifest.split() == [
+        "docker", "manifest", "create", '"$IMAGE_REPOSITORY_URI:$IMAGE_TAG"',
+        '"$IMAGE_REPOSITORY_URI:$IMAGE_TAG-amd64"', '"$IMAGE_REPOSITORY_URI:$IMAGE_TAG-arm64"',
+    ]  # fmt: skip
+    assert steps.index(manifest) > max(steps.index(b) for b in builds)
     assert 'IMAGE_TAG="${COMMIT_ID:-$CODEBUILD_RESOLVED_SOURCE_VERSION}"' in steps
+    (digest,) = [c for c in steps if c.startswith("IMAGE_DIGEST=")]
+    assert 'imageTag="$IMAGE_TAG"' in digest, "the manifest list's digest, not one image's"
     assert 'IMAGE_URI="$IMAGE_REPOSITORY_URI@$IMAGE_DIGEST"' in steps
     assert "IMAGE_URI" in buildspec["env"]["exported-variables"]
     assert "latest" not in BUILDSPEC.read_text()
+
+
+def test_the_image_lock_installs_on_arm64_as_the_image_build_installs_it(tmp_path: Path) -> None:
+    # The Dockerfile installs wheels only, by hash: every pin needs a cp312 aarch64 wheel
+    # (or a pure one) for the arm64 build to succeed.
+    platforms = ["manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"]
+    result = run(
+        str(BIN / "python"), "-m", "pip", "download", "-q", "--disable-pip-version-check",
+        "--no-deps", "--only-binary=:all:", "--require-hashes", "--python-version", "3.12",
+        "--implementation", "cp", *[f"--platform={p}" for p in platforms],
+        "-r", str(ROOT / "requirements.lock"), "-d", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    pins = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line]
+    assert len(list(tmp_path.glob("*.whl"))) == len(pins)
 
 
 def test_pipeline_deploys_the_digest_the_build_pushed_never_latest(
