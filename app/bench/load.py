@@ -19,6 +19,8 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from app.bench.history import Answer
+
 # Statuses that say for certain the request changed nothing (rejected before the store).
 _REJECTED = frozenset({400, 401, 403, 404, 405, 422})
 
@@ -67,9 +69,17 @@ class Sample:
     error: str | None = None
     retries: int = 0
     """Extra attempts with the same Idempotency-Key (`--idempotent` only)."""
+    started: float = 0.0
+    """`time.perf_counter()` when the first attempt was sent. On Linux and macOS it reads a
+    system-wide monotonic clock, so the samples of all load processes share one timeline."""
 
     @property
-    def outcome(self) -> str:
+    def ended(self) -> float:
+        """When the final answer arrived, on the same clock as `started`."""
+        return self.started + self.latency
+
+    @property
+    def outcome(self) -> Answer:
         """ "ok", "capped", "rejected" (surely not applied) or "unknown" (may have been applied)."""
         if self.status == 200 and self.value is not None:
             return "ok"
@@ -225,13 +235,13 @@ async def _increment(client: Client, url: URL, key: int, token: str | None, retr
         await asyncio.sleep(_backoff(attempt, note if status == 409 else ""))
     latency = time.perf_counter() - started
     if status == 0:
-        return Sample(key, 0, None, latency, note, attempt)
+        return Sample(key, 0, None, latency, note, attempt, started)
     if status in (200, 409) and counter is None:
         if status == 200:
             # A 200 without a counter is not a success we can check: count it as an error.
-            return Sample(key, 0, None, latency, "200 without counter", attempt)
-        return Sample(key, 409, None, latency, "409 in flight", attempt)
-    return Sample(key, status, counter, latency, None, attempt)
+            return Sample(key, 0, None, latency, "200 without counter", attempt, started)
+        return Sample(key, 409, None, latency, "409 in flight", attempt, started)
+    return Sample(key, status, counter, latency, None, attempt, started)
 
 
 def _worth_retrying(status: int, counter: int | None) -> bool:

@@ -29,7 +29,7 @@ from app.bench.load import (
     run_store,
     service_version,
 )
-from app.bench.verdict import judge, key_outcomes, overall
+from app.bench.verdict import history, judge, key_outcomes, overall
 
 EXIT_CORRECT = 0
 EXIT_INCORRECT = 1
@@ -148,6 +148,7 @@ async def bench(
                     plan.by,
                     plan.cap,
                     exact=plan.idempotent,
+                    operations=history(run.samples, run.key_ids, plan.by),
                 )
                 verdicts.append(verdict)
                 figures.append(report.store_figures(run, verdict))

@@ -6,6 +6,11 @@ A counter is correct when every acknowledged increment is in the final value exa
 (capped early). Requests with no definite outcome (5xx, timeouts) may or may not have been
 applied: they widen the accepted range and make the verdict "inconclusive", never "lost".
 
+Real-time order (app/bench/history.py): on one counter, an increment answered before another
+was sent must have the lower value. A failover that loses acknowledged increments breaks it
+as soon as the lost values are handed out again, even when the final count is made up by
+later increments; the verdict names the first such pair.
+
 With `exact` (`bench --idempotent`: every request carries an Idempotency-Key and is retried
 with it until it has a definite answer), there is no range: the final value must equal the
 acknowledged increments exactly, and a request still unanswered after its retries is a
@@ -17,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from app.bench.history import Operation, OrderVerdict, check_order
 from app.bench.load import Sample
 
 LOST = "lost increments"
@@ -25,6 +31,7 @@ DUPLICATES = "duplicates"
 OVERSHOOT = "overshoot"
 CAPPED_EARLY = "capped early"
 UNRESOLVED = "unresolved"
+ORDER = "real-time order"
 
 Status = Literal["correct", "incorrect", "inconclusive"]
 
@@ -79,6 +86,30 @@ def key_outcomes(
         KeyOutcome(key, tuple(ok[i]), tuple(capped[i]), unknown[i], finals.get(key))
         for i, key in enumerate(key_ids)
     ]
+
+
+def history(samples: Iterable[Sample], key_ids: Sequence[str], by: int) -> list[Operation]:
+    """The increments as the history checker reads them: when sent, when answered, what."""
+    return [
+        Operation(
+            key_ids[sample.key],
+            "increment",
+            sample.started,
+            sample.ended,
+            sample.outcome,
+            sample.value,
+            by,
+        )
+        for sample in samples
+    ]
+
+
+def order_violations(order: OrderVerdict) -> list[Violation]:
+    """One violation per key that breaks real-time order, naming its first violating pair."""
+    first: dict[str, str] = {}
+    for found in sorted(order.violations, key=lambda v: v.second.started):
+        first.setdefault(found.second.key, found.describe())
+    return [Violation(ORDER, key, detail) for key, detail in first.items()]
 
 
 def check_key(
@@ -154,9 +185,19 @@ def check_key(
     return found
 
 
-def judge(outcomes: Sequence[KeyOutcome], by: int, cap: int | None, exact: bool = False) -> Verdict:
-    """The verdict for one store: "incorrect" on any violation, else "inconclusive" or "correct"."""
+def judge(
+    outcomes: Sequence[KeyOutcome],
+    by: int,
+    cap: int | None,
+    exact: bool = False,
+    operations: Iterable[Operation] = (),
+) -> Verdict:
+    """The verdict for one store: "incorrect" on any violation, else "inconclusive" or "correct".
+
+    `operations` (see `history`) adds the real-time order check; without them it is skipped.
+    """
     violations = [found for outcome in outcomes for found in check_key(outcome, by, cap, exact)]
+    violations += order_violations(check_order(operations))
     notes: list[str] = []
     unknown = sum(outcome.unknown for outcome in outcomes)
     if unknown and not exact:
