@@ -1,4 +1,4 @@
-"""Domain errors. They carry data only; `app.api` maps them to HTTP."""
+"""Domain errors. They carry data only; `app.api.error_response` maps them to HTTP."""
 
 
 class CounterError(Exception):
@@ -33,6 +33,8 @@ class CounterCapped(CounterError):
         super().__init__(f"Counter has reached its maximum value of: {cap}")
         self.current = current
         self.cap = cap
+        self.replayed = False
+        """The recorded answer of an earlier request with the same Idempotency-Key."""
 
 
 class CounterLimitReached(CounterCapped):
@@ -66,3 +68,34 @@ class IdempotencyKeyReused(CounterError):
         super().__init__(
             "this Idempotency-Key was used for a different request (store, id, by or max)"
         )
+
+
+class Problem:
+    """One broken rule of a request: where (`loc`), the rule, a machine-readable type."""
+
+    __slots__ = ("loc", "msg", "rule", "type")
+
+    def __init__(self, loc: tuple[str, str], rule: str, type: str, msg: str | None = None) -> None:
+        self.loc = loc
+        self.rule = rule
+        self.type = type
+        self.msg = msg or rule
+
+
+class InvalidRequest(CounterError):
+    """The request breaks its operation's parameter rules; nothing was done."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(dict.fromkeys(problem.rule for problem in problems)))
+        self.problems = problems
+
+
+class Unauthorized(CounterError):
+    def __init__(self) -> None:
+        super().__init__("missing or invalid x-api-key header")
+
+
+class MethodNotAllowed(CounterError):
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        super().__init__("Method Not Allowed")
+        self.allowed = allowed

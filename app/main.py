@@ -13,8 +13,8 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
 from app import __version__, api
+from app.counter_routes import CounterRoutes
 from app.counters import Counters
-from app.hotpath import HotRoute
 from app.idempotency import Idempotency, purge_periodically
 from app.logs import configure_logging, secrets_of
 from app.metrics import Metrics
@@ -31,15 +31,12 @@ _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 def create_app(
     settings: Settings | None = None,
     store_types: Mapping[str, type[CounterStore]] = STORE_TYPES,
-    hot_route: bool = True,
 ) -> FastAPI:
     """Build the app. Settings are read from the environment at start-up unless given.
 
-    `store_types` lets benchmarks and tests serve extra stores (a no-op baseline, a broken one);
-    `hot_route=False` serves every request through FastAPI (tests compare the two).
+    `store_types` lets benchmarks and tests serve extra stores (a no-op baseline, a broken one).
     """
-    # Read at build time, so the routes leave out the checks of features that are off;
-    # an invalid environment is reported (and stops start-up) in the lifespan.
+    # An invalid environment is reported (and stops start-up) in the lifespan.
     built_with = settings
     if built_with is None:
         try:
@@ -92,14 +89,13 @@ def create_app(
         # the service's metrics are Prometheus (/metrics).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    if hot_route:
-        app.add_middleware(HotRoute)  # added first: it runs inside the request-id middleware
+    app.add_middleware(CounterRoutes)  # added first: it runs inside the request-id middleware
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="x-request-id",
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
-    api.install(app, built_with)
+    api.install(app)
     install_openapi(app)
     return app
 
