@@ -124,5 +124,7 @@ ENTRYPOINT ["python", "-m", "app.cli"]
 CMD ["--help"]
 
 # --- service: the default target -------------------------------------------------------
-# Last, so a plain `docker build` (compose, the pipeline) gets the runtime image as it is.
+# Last, so a plain `docker build` (the pipeline) gets the runtime image as it is. BuildKit
+# builds only the stages a target needs; the classic builder builds every stage before it,
+# bench included, so docker-compose.yml names `runtime` (the same image) as its target.
 FROM runtime AS service

@@ -11,6 +11,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -164,6 +165,17 @@ def test_the_bench_target_runs_the_cli_as_the_app_user_and_the_default_target_se
     assert not any("requirements-bench.lock" in i.args for i in service.instructions)
     _, stages = dockerfile.parse(DOCKERFILE)
     assert "bench" not in {s.name for s in dockerfile.chain(stages, stages[-1])}
+
+
+def test_compose_builds_the_service_image_without_the_bench_stage(compose: dict[str, Any]) -> None:
+    # Compose may fall back to the classic builder, which builds every stage before its
+    # target: the target must be the service image and come before bench.
+    _, stages = dockerfile.parse(DOCKERFILE)
+    target = compose["services"]["app"]["build"].get("target")
+    assert target is not None, "compose would build the last stage, and bench on the way"
+    stage = dockerfile.named(stages, target)
+    assert dockerfile.resolve(stages, stage).instructions == final_stage().instructions
+    assert stages.index(stage) < stages.index(dockerfile.named(stages, "bench"))
 
 
 def _documented_bench_commands() -> list[list[str]]:
