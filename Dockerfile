@@ -3,6 +3,13 @@
 #   docker build -t atomic-counter .
 #   docker run --rm -p 127.0.0.1:8000:8000 atomic-counter      # sqlite only
 #
+# The default target is the service (the last stage). `--target bench` adds the `[bench]`
+# extra for `atomic-counter bench` against a deployment:
+#
+#   docker build --target bench -t atomic-counter-bench .
+#   docker run --rm --network host atomic-counter-bench bench --url http://127.0.0.1:8000 \
+#       --stores all --requests 1000
+#
 # Plain Dockerfile syntax only (no `# syntax=` frontend, no RUN --mount): it builds the
 # same with the classic builder (DOCKER_BUILDKIT=0, or Compose without buildx) and with
 # BuildKit, whose only image pull is the base (no frontend image). It fetches from PyPI and
@@ -33,7 +40,7 @@ RUN python -m venv --without-pip /opt/venv \
         --no-deps --require-hashes --only-binary=:all: -r /tmp/requirements.lock \
     && python -m pip --python /opt/venv/bin/python check
 
-# Slimming, each step worth megabytes (see the README's image size): symbols out of the
+# Slimming, each step worth megabytes (see the image size in docs/operations.md): symbols out of the
 # extension modules; the C/Cython sources some wheels ship; and botocore's models of
 # every AWS service but DynamoDB, the only one the app calls, and STS, for web-identity
 # credentials (the compose tests prove the dynamo store still works).
@@ -92,3 +99,32 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('PORT') or os.environ.get('UVICORN_PORT') or '8000'), timeout=2)"]
 
 CMD ["python", "-m", "app.server"]
+
+# --- bench: `atomic-counter bench` on top of the runtime image -------------------------
+# The service image leaves the [bench] extra out; this target adds its hashed lock
+# (requirements-bench.lock: what the extra needs beyond requirements.lock).
+FROM runtime AS bench
+
+USER 0
+COPY requirements-bench.lock /tmp/requirements-bench.lock
+# The venv has no pip of its own (see the builder): the base image's installs into it.
+RUN /usr/local/bin/python -m pip --python /opt/venv/bin/python install \
+        --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+        --no-deps --require-hashes --only-binary=:all: -r /tmp/requirements-bench.lock \
+    && /usr/local/bin/python -m pip --python /opt/venv/bin/python check \
+    && rm /tmp/requirements-bench.lock
+
+# matplotlib (the --out chart) wants a writable config directory; the user has no home.
+ENV MPLCONFIGDIR=/tmp/matplotlib
+USER 10001:10001
+
+# A load client, not a server: nothing for the inherited /healthz probe to reach.
+HEALTHCHECK NONE
+ENTRYPOINT ["python", "-m", "app.cli"]
+CMD ["--help"]
+
+# --- service: the default target -------------------------------------------------------
+# Last, so a plain `docker build` (the pipeline) gets the runtime image as it is. BuildKit
+# builds only the stages a target needs; the classic builder builds every stage before it,
+# bench included, so docker-compose.yml names `runtime` (the same image) as its target.
+FROM runtime AS service

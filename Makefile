@@ -71,7 +71,7 @@ bench: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
 	$(BIN)/python benchmarks/perf.py $(BENCH_ARGS)
 
-# Every store side by side with `atomic-counter bench` (the README's comparison).
+# Every store side by side with `atomic-counter bench` (docs/benchmarks.md's comparison).
 compare: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
 	$(BIN)/python benchmarks/compare_stores.py --out results/ --requests 5000

@@ -1,4 +1,4 @@
-"""Compare every store on this machine: the README's figures.
+"""Compare every store on this machine: the figures in docs/benchmarks.md.
 
 Starts every local test server that can start here (testing/servers), one service with all
 of them enabled, and runs `atomic-counter bench --stores all` in four scenarios, each

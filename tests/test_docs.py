@@ -8,6 +8,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 300
+# An introduction, read in a few minutes; the reference lives on the docs pages.
+README_MAX_WORDS = 1800
+README_MAX_LINE = 120
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
@@ -73,9 +76,26 @@ def test_every_relative_link_resolves(path: Path) -> None:
     assert broken_links(path) == []
 
 
+def readme_overruns(text: str) -> tuple[int, list[str]]:
+    """The words outside fenced code blocks, and each line there longer than the limit."""
+    prose = _FENCE.sub("", text)
+    return len(prose.split()), [line for line in prose.splitlines() if len(line) > README_MAX_LINE]
+
+
 def test_readme_is_read_in_five_minutes() -> None:
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= README_MAX_LINES
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES
+    words, long_lines = readme_overruns(text)
+    assert words <= README_MAX_WORDS, f"{words} words outside code blocks"
+    assert long_lines == [], f"lines over {README_MAX_LINE} characters outside code blocks"
+
+
+def test_the_readme_limits_count_prose_only() -> None:
+    code = "```bash\n" + ("word " * 50 + "\n") * 100 + "```\n"
+    assert readme_overruns(code + "two words\n") == (2, [])
+    long = "x" * (README_MAX_LINE + 1)
+    assert readme_overruns(f"{long}\n") == (1, [long])
+    assert readme_overruns(f"~~~\n{long}\n~~~\n") == (0, [])
 
 
 def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:
@@ -93,25 +113,82 @@ def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) 
     ]
 
 
-def _setting_names() -> list[str]:
-    """The environment variable that sets each Settings field (the first alias, if any)."""
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+
+
+def _setting_aliases() -> dict[str, list[str]]:
+    """Each Settings field's environment variable (its first alias, if any), and the others."""
     from pydantic import AliasChoices
 
     from app.settings import Settings
 
-    names = []
+    names: dict[str, list[str]] = {}
     for field, info in Settings.model_fields.items():
         alias = info.validation_alias
-        first = alias.choices[0] if isinstance(alias, AliasChoices) else None
-        names.append(str(first) if first is not None else field.upper())
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        names[choices[0] if choices else field.upper()] = choices[1:]
     return names
 
 
-@pytest.mark.parametrize("name", _setting_names())
-def test_every_setting_is_in_the_readme_settings_table(name: str) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = [line for line in readme.splitlines() if line.startswith("| `")]
-    assert any(f"`{name}`" in row for row in rows), f"{name} has no row in the README"
+def _store_variables() -> set[str]:
+    """The variable each store names in its 404 when unset: a setting like any other."""
+    from app.stores import STORE_TYPES
+
+    return {store.enabled_by for store in STORE_TYPES.values()}
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of every Markdown table in `text`, outside code blocks, split into cells."""
+    rows = []
+    for line in _FENCE.sub("", text).splitlines():
+        line = line.strip()
+        if not line.startswith("|") or re.fullmatch(r"[|:\- ]+", line):
+            continue
+        # An escaped pipe (`\|`) stays inside its cell.
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+        rows.append(cells)
+    return [row for row in rows if row[0] != "variable"]
+
+
+def own_rows(name: str, text: str) -> list[list[str]]:
+    """The rows whose first cell is exactly the backticked `name`, nothing more."""
+    return [row for row in table_rows(text) if row[0] == f"`{name}`"]
+
+
+def _settings_page() -> str:
+    return SETTINGS_PAGE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(_setting_aliases().keys() | _store_variables()))
+def test_every_setting_has_its_own_row_on_the_settings_page(name: str) -> None:
+    rows = own_rows(name, _settings_page())
+    assert len(rows) == 1, f"{name}: {len(rows)} rows whose first cell is `{name}` in settings.md"
+    # A second variable for the same field (UVICORN_PORT for PORT) is named in that row.
+    for other in _setting_aliases().get(name, []):
+        assert f"`{other}`" in " | ".join(rows[0]), f"{name}'s row does not name `{other}`"
+
+
+def test_every_row_of_the_settings_page_is_one_setting() -> None:
+    names = {f"`{name}`" for name in _setting_aliases()}
+    first_cells = [row[0] for row in table_rows(_settings_page())]
+    assert [cell for cell in first_cells if cell not in names] == []
+    assert len(first_cells) == len(set(first_cells))
+
+
+def test_the_row_check_wants_the_name_alone_in_the_first_cell() -> None:
+    page = (
+        "| variable | default | meaning |\n|---|---|---|\n"
+        "| `HOST` / `UVICORN_HOST` | x | both in one row |\n"
+        "| `PORT`, `MAX_CONNECTIONS` | x | two in one row |\n"
+        "| `LOG_LEVEL` | `INFO` | `DEBUG` \\| `INFO` |\n"
+        "| see `STORES` | x | only mentioned |\n"
+        "```\n| `QUOTA_STORE` | in a code block |\n```\n"
+    )
+    assert own_rows("HOST", page) == []
+    assert own_rows("PORT", page) == []
+    assert own_rows("STORES", page) == []
+    assert own_rows("QUOTA_STORE", page) == []
+    assert own_rows("LOG_LEVEL", page) == [["`LOG_LEVEL`", "`INFO`", "`DEBUG` \\| `INFO`"]]
 
 
 def test_no_unverified_claim_is_left_for_the_lead() -> None:

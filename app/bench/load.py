@@ -128,7 +128,7 @@ class Client:
     """One aiohttp session of `connections` connections to the service, never redirected.
 
     aiohttp parses HTTP in C and keeps its pool cheap: one process with it sends several
-    times what httpx did on the same core (see the README's bench section).
+    times what httpx did on the same core (see docs/benchmarks.md).
     """
 
     def __init__(self, target: Target, connections: int) -> None:

@@ -1,4 +1,5 @@
-"""A small reader for the Dockerfile: its stages, and the final stage's ENV, CMD and HEALTHCHECK."""
+"""A small reader for the Dockerfile: its stages (each resolved through the stages it builds
+on), and a target's ENV, CMD and HEALTHCHECK."""
 
 import json
 import re
@@ -34,7 +35,7 @@ class Stage:
     def exec_form(self, keyword: str) -> list[str]:
         """The JSON-array argument of the last `keyword` (CMD, or HEALTHCHECK's CMD)."""
         found = self.all(keyword)
-        assert found, f"no {keyword} in the final stage"
+        assert found, f"no {keyword} in stage {self.name}"
         args = found[-1].args
         if keyword == "HEALTHCHECK":
             args = re.sub(r"^(--[a-z-]+=\S+\s+)*CMD\s+", "", args)
@@ -76,3 +77,36 @@ def parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
         else:
             stages[-1].instructions.append(Instruction(keyword, rest))
     return args, stages
+
+
+def named(stages: list[Stage], name: str) -> Stage:
+    (stage,) = [s for s in stages if s.name == name]
+    return stage
+
+
+def chain(stages: list[Stage], stage: Stage) -> list[Stage]:
+    """`stage` and the earlier stages it is built `FROM`, the image-based one first."""
+    names = {s.name: s for s in stages[: stages.index(stage)] if s.name}
+    found = [stage]
+    while found[0].base in names:
+        found.insert(0, names[found[0].base])
+    return found
+
+
+def resolve(stages: list[Stage], stage: Stage) -> Stage:
+    """What a build of `stage` runs: its own instructions after those of the stages below it.
+
+    Docker's inheritance, simplified: a later CMD, ENTRYPOINT, USER or HEALTHCHECK wins,
+    which `all(...)[-1]` and `exec_form` already read as the last one.
+    """
+    layers = chain(stages, stage)
+    return Stage(
+        base=layers[0].base,
+        name=stage.name,
+        instructions=[i for layer in layers for i in layer.instructions],
+    )
+
+
+def default_target(stages: list[Stage]) -> Stage:
+    """What `docker build` without `--target` builds: the last stage, resolved."""
+    return resolve(stages, stages[-1])

@@ -2,17 +2,21 @@
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from app.cli import build_parser
 from tests.deploy import dockerfile
 from tests.deploy.conftest import DOCKERFILE, DOCKERIGNORE, ROOT
 
@@ -22,17 +26,18 @@ BIN = Path(sys.executable).parent
 
 
 def final_stage() -> dockerfile.Stage:
-    return dockerfile.parse(DOCKERFILE)[1][-1]
+    """The default target (`docker build` with no `--target`), through the stages it builds on."""
+    return dockerfile.default_target(dockerfile.parse(DOCKERFILE)[1])
 
 
 def test_multi_stage_on_a_slim_python_pinned_by_version_and_codename() -> None:
     args, stages = dockerfile.parse(DOCKERFILE)
     assert len(stages) >= 2, "build and runtime should be separate stages"
-    for stage in stages:
-        assert re.fullmatch(r"python:3\.\d+\.\d+-slim-[a-z]+", stage.base), stage.base
-    assert len({s.base for s in stages}) == 1, (
-        "builder and runtime must share the base (the venv links to it)"
-    )
+    # Resolved, a stage built on another (bench, service: on runtime) has the image's base.
+    bases = {dockerfile.resolve(stages, stage).base for stage in stages}
+    for base in bases:
+        assert re.fullmatch(r"python:3\.\d+\.\d+-slim-[a-z]+", base), base
+    assert len(bases) == 1, "builder and runtime must share the base (the venv links to it)"
     assert "PYTHON_IMAGE" in args, "the base is a build argument, so tests can substitute it"
 
 
@@ -62,7 +67,7 @@ def test_dependencies_come_from_the_hashed_lock_in_a_layer_before_the_code() -> 
     assert "--require-hashes" in text[install]
     assert not any(t.startswith("COPY") and "app" in t.split() for t in text[:install])
     # The app is copied in the final stage, after the dependencies.
-    final = [f"{i.keyword} {i.args}" for i in stages[-1].instructions]
+    final = [f"{i.keyword} {i.args}" for i in final_stage().instructions]
     copy_venv = next(n for n, t in enumerate(final) if "--from=builder" in t)
     copy_app = next(n for n, t in enumerate(final) if t.startswith("COPY") and "app/" in t)
     assert copy_venv < copy_app
@@ -107,6 +112,102 @@ def test_hadolint_passes_and_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     assert "DL3002" in result.stdout  # "last USER should not be root"
 
 
+def _bench_target() -> tuple[dockerfile.Stage, dockerfile.Stage]:
+    """The bench stage's own instructions, and the bench target as built (resolved)."""
+    _, stages = dockerfile.parse(DOCKERFILE)
+    bench = dockerfile.named(stages, "bench")
+    return bench, dockerfile.resolve(stages, bench)
+
+
+def test_the_bench_target_is_the_service_image_plus_the_bench_extra() -> None:
+    own, bench = _bench_target()
+    service = final_stage()
+    # Everything the service image runs, in order, then the bench's own steps.
+    assert bench.instructions[: len(service.instructions)] == service.instructions
+    assert bench.instructions[len(service.instructions) :] == own.instructions
+    text = [f"{i.keyword} {i.args}" for i in own.instructions]
+    copy_lock = next(
+        n for n, t in enumerate(text) if t.startswith("COPY") and "requirements-bench.lock" in t
+    )
+    lock_path = text[copy_lock].split()[-1]
+    install = next(n for n, t in enumerate(text) if "pip" in t and f"-r {lock_path}" in t)
+    assert copy_lock < install
+    for flag in ["--require-hashes", "--no-deps", "--only-binary=:all:"]:
+        assert flag in text[install], flag
+    # Into the service's venv, whose python is the one the entry point runs.
+    assert "--python /opt/venv/bin/python" in text[install]
+    assert bench.env()["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_the_bench_lock_pins_the_whole_bench_extra() -> None:
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["bench"]
+    wanted = {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower() for req in extra}
+    pinned = {
+        match.group(1).lower()
+        for lock in ["requirements.lock", "requirements-bench.lock"]
+        for match in re.finditer(r"^([A-Za-z0-9_.-]+)==", (ROOT / lock).read_text(), re.MULTILINE)
+    }
+    assert wanted, "pyproject.toml declares no [bench] extra"
+    assert wanted <= pinned, wanted - pinned
+
+
+def test_the_bench_target_runs_the_cli_as_the_app_user_and_the_default_target_serves() -> None:
+    _, bench = _bench_target()
+    assert bench.exec_form("ENTRYPOINT") == ["python", "-m", "app.cli"]
+    assert bench.all("USER")[-1].args.split(":")[0] not in {"root", "0"}
+    assert bench.all("HEALTHCHECK")[-1].args == "NONE", "a load client serves no /healthz"
+    # The default target (`docker build` with no --target) stays the slim service image.
+    service = final_stage()
+    assert service.exec_form("CMD") == ["python", "-m", "app.server"]
+    assert not service.all("ENTRYPOINT")
+    assert not any("requirements-bench.lock" in i.args for i in service.instructions)
+    _, stages = dockerfile.parse(DOCKERFILE)
+    assert "bench" not in {s.name for s in dockerfile.chain(stages, stages[-1])}
+
+
+def test_compose_builds_the_service_image_without_the_bench_stage(compose: dict[str, Any]) -> None:
+    # Compose may fall back to the classic builder, which builds every stage before its
+    # target: the target must be the service image and come before bench.
+    _, stages = dockerfile.parse(DOCKERFILE)
+    target = compose["services"]["app"]["build"].get("target")
+    assert target is not None, "compose would build the last stage, and bench on the way"
+    stage = dockerfile.named(stages, target)
+    assert dockerfile.resolve(stages, stage).instructions == final_stage().instructions
+    assert stages.index(stage) < stages.index(dockerfile.named(stages, "bench"))
+
+
+def _documented_bench_commands() -> list[list[str]]:
+    """Each `docker run ... atomic-counter-bench` and `atomic-counter bench` line in the README."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        line = line.split(" # ")[0].strip()
+        in_docker = line.startswith("docker run ") and "atomic-counter-bench" in line
+        if in_docker or re.match(r"(\.venv/bin/)?atomic-counter bench ", line):
+            found.append(shlex.split(line))
+    return found
+
+
+def test_the_readme_bench_commands_use_the_cli_s_real_flags() -> None:
+    commands = _documented_bench_commands()
+    in_docker = [c for c in commands if c[0] == "docker"]
+    assert in_docker, "the README shows no bench run from the container"
+    assert len(commands) > len(in_docker), "the README shows no bench run from a checkout"
+    entrypoint = _bench_target()[1].exec_form("ENTRYPOINT")
+    for command in commands:
+        if command[0] == "docker":
+            # What follows the image is handed to the ENTRYPOINT, `python -m app.cli`.
+            argv = command[command.index("atomic-counter-bench") + 1 :]
+            assert entrypoint[-1] == "app.cli"
+        else:
+            argv = command[1:]
+        args = build_parser().parse_args(argv)  # exits, failing the test, on a bad flag
+        assert args.command == "bench"
+        assert args.requests is not None or args.duration is not None, "bench needs a bound"
+
+
 def _ignored(path: str, patterns: list[str]) -> bool:
     """Docker's rule, simplified: the last match wins; a matched directory covers its contents."""
     from fnmatch import fnmatch
@@ -143,11 +244,17 @@ def test_dockerignore_keeps_venvs_data_caches_tests_and_secrets_out() -> None:
         "app/__pycache__/main.cpython-312.pyc",
         "benchmarks/perf.py",
         "deploy/ecs/cloudformation.yaml",
-        "requirements-bench.lock",
+        "requirements-test.lock",
     ]:
         assert _ignored(path, patterns), f"{path} would be sent into the build"
-    # ...while everything the Dockerfile copies is still there.
-    for path in ["requirements.lock", "app/main.py", "app/stores/redis.py", "deploy/ca/README.md"]:
+    # ...while everything the Dockerfile copies is still there (the bench target's lock too).
+    for path in [
+        "requirements.lock",
+        "requirements-bench.lock",
+        "app/main.py",
+        "app/stores/redis.py",
+        "deploy/ca/README.md",
+    ]:
         assert not _ignored(path, patterns), f"{path} is needed by the build but ignored"
 
 
