@@ -36,6 +36,7 @@ from unittest import mock
 
 import httpx
 import pytest
+import uvloop
 
 from app.bench.history import Answer, Operation, check_order
 from app.stores.momento import MomentoStore
@@ -398,13 +399,18 @@ async def _scenario(backend: Backend, server: LocalServer, tmp: Path) -> Record:
 
 
 def _run_in_own_loop(backend: Backend, server: LocalServer, tmp: Path) -> Record:
-    """The scenario on a loop of its own thread, apart from pytest-asyncio's loops."""
+    """The scenario on a loop of its own thread, apart from pytest-asyncio's loops.
+
+    The loop is uvloop, the one uvicorn picks when it is installed (as in the image): its
+    transports raise their own errors on a connection a reset closed.
+    """
     result: list[Record] = []
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            result.append(asyncio.run(_scenario(backend, server, tmp)))
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                result.append(runner.run(_scenario(backend, server, tmp)))
         except BaseException as exc:  # re-raised in the test's thread
             errors.append(exc)
 
