@@ -105,6 +105,7 @@ class Attempt:
 @dataclass
 class Record:
     store: str
+    keys: dict[str, str] = field(default_factory=dict)
     switches: list[tuple[Mode, float]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     history: list[Operation] = field(default_factory=list)
@@ -211,9 +212,9 @@ class Scenario:
         self.store = store
         self.http = http
         self.proxy = proxy
-        self.record = Record(store)
         run = uuid.uuid4().hex[:12]
         self.keys = {kind: f"faults-{kind}-{run}" for kind in ("keyed", "capped", "unkeyed")}
+        self.record = Record(store, keys=self.keys)
         self.done = asyncio.Event()
 
     async def run(self) -> Record:
@@ -462,6 +463,15 @@ def test_the_history_keeps_real_time_order(faults: Record) -> None:
     verdict = check_order(faults.history)
     assert verdict.checked == len(faults.history)
     assert verdict.ok, verdict.first.describe() if verdict.first else verdict
+
+
+def test_no_capped_increment_succeeds_after_a_refusal(faults: Record) -> None:
+    # A refusal says the counter was full when it was answered; nothing sent later fits.
+    ops = [op for op in faults.history if op.key == faults.keys["capped"]]
+    refused = [op.ended for op in ops if op.answer == "capped"]
+    assert refused, "the capped clients never reached the cap"
+    late = [op for op in ops if op.answer == "ok" and op.started > min(refused)]
+    assert not late, late[0].describe()
 
 
 def test_unkeyed_counter_is_within_acknowledged_and_unknown(faults: Record) -> None:
