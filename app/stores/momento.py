@@ -92,8 +92,11 @@ RECORD_PREFIX = b"\x00idempotency:"
 # A claim given up on when nothing was written: free for the next claim to take.
 RELEASED = b"released"
 # The SDK never retries SetIf; the outcome write is conditional on this call's own claim,
-# so repeating it is harmless, and it is retried here.
-OUTCOME_ATTEMPTS = 3
+# so repeating it is harmless, and it is retried here for this long. A claim left pending
+# answers 409 to every retry of its key until the TTL ends, although its increment counted;
+# a few attempts gave up inside a 2 s stall or a held connection. The caller has its answer
+# already (this runs to its end apart from it), so only the record waits.
+OUTCOME_SECONDS = 15.0
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -352,13 +355,18 @@ class MomentoStore:
         that expired and was taken by a later request is left to that one. Momento has no
         conditional delete: a released record is one the next claim may take.
         """
-        for attempt in range(OUTCOME_ATTEMPTS):
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
-                await self._set_if(self._cache, record_key, value, ttl, claim.encode())
+                await self._set_if(
+                    self._cache, record_key, value, ttl - _since(started), claim.encode()
+                )
             except MomentoUnavailable:
-                if attempt == OUTCOME_ATTEMPTS - 1:
+                if _since(started).total_seconds() >= OUTCOME_SECONDS:
                     raise
                 await _backoff(attempt)
+                attempt += 1
             else:
                 return
 
