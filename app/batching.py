@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.errors import CounterCapped, StoreUnavailable
-from app.stores.base import COUNTER_LIMIT
+from app.stores.base import bounded_cap
 
 log = logging.getLogger("atomic_counter")
 
@@ -96,7 +96,7 @@ class GroupCommit:
         """Write `batch` and settle every member's result; raises only on cancellation."""
         store, key, cap = slot
         attempt = batch
-        limit = COUNTER_LIMIT if cap is None else cap
+        limit = bounded_cap(cap)
         try:
             while attempt:
                 total = sum(member.by for member in attempt)

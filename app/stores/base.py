@@ -18,6 +18,11 @@ An increment that would pass it is refused like a capped one (`CounterCapped` wi
 """
 
 
+def bounded_cap(cap: int | None) -> int:
+    """The highest value an increment may reach: its cap, and never above `COUNTER_LIMIT`."""
+    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+
+
 @dataclass(frozen=True, slots=True)
 class Once:
     """An `Idempotency-Key`, to be recorded atomically with the increment it guards."""

@@ -28,7 +28,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 from app.errors import CounterCapped
 from app.settings import Settings
 from app.stores import records
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import Once, Recorded, bounded_cap
 from app.stores.records import Missed
 
 Document = dict[str, Any]
@@ -98,7 +98,7 @@ class DocumentDbStore:
         await self._counters.create_index(_PRUNE_AT, sparse=True, name=_PRUNE_AT)
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = _effective_cap(cap)
+        limit = bounded_cap(cap)
         if by > limit:
             # No counter can take this step, and the upsert would insert `by` itself.
             raise CounterCapped(current=await self.get(key), cap=limit)
@@ -131,7 +131,7 @@ class DocumentDbStore:
             return int(doc["value"])
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        limit = _effective_cap(cap)
+        limit = bounded_cap(cap)
         return await records.increment_once(self, key, by, limit, once, attempts=_MAX_ATTEMPTS)
 
     async def add_record(
@@ -253,10 +253,6 @@ class DocumentDbStore:
 
     async def close(self) -> None:
         await self._client.close()
-
-
-def _effective_cap(cap: int | None) -> int:
-    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
 def _token_free(token: str, now: int) -> Document:

@@ -33,7 +33,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from app.errors import CounterCapped, StoreUnavailable
 from app.settings import Settings, SettingsError
 from app.stores import records
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import Once, Recorded, bounded_cap
 from app.stores.records import Missed
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
@@ -176,7 +176,7 @@ class DynamoStore:
             await self._ensure_prune_index()
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = _effective_cap(cap)
+        limit = bounded_cap(cap)
         # A counter never written counts as 0, so it may be created only when the
         # step alone fits; otherwise only an existing value <= limit - by passes.
         fits_when_new = "attribute_not_exists(#v) OR " if by <= limit else ""
@@ -203,7 +203,7 @@ class DynamoStore:
         return _number(response["Attributes"])
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        limit = _effective_cap(cap)
+        limit = bounded_cap(cap)
         # One attempt each: a refusal carries the item as the condition saw it, so a miss
         # is always a live record or a full counter.
         return await records.increment_once(self, key, by, limit, once, attempts=1)
@@ -548,10 +548,6 @@ def _number(item: dict[str, Any] | None) -> int:
     if not item or _VALUE not in item:
         return 0
     return int(item[_VALUE]["N"])
-
-
-def _effective_cap(cap: int | None) -> int:
-    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
 def _prune_shard(key: str) -> int:

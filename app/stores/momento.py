@@ -58,7 +58,7 @@ from momento_wire_types import common_pb2 as common_pb
 
 from app.errors import CounterCapped, RequestInFlight, StoreUnavailable
 from app.settings import Settings, SettingsError
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded, bounded_cap
 
 log = logging.getLogger("atomic_counter")
 
@@ -250,7 +250,7 @@ class MomentoStore:
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         if cap is not None:
-            return await self._capped_increment(key, by, min(cap, COUNTER_LIMIT))
+            return await self._capped_increment(key, by, bounded_cap(cap))
         if by > COUNTER_LIMIT:
             raise CounterCapped(current=await self.get(key), cap=COUNTER_LIMIT)
         value = await self._add(key, by)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from app.errors import CounterCapped
 from app.settings import Settings
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import Once, Recorded, bounded_cap
 
 T = TypeVar("T")
 
@@ -117,10 +117,10 @@ class SqliteStore:
         return self._db
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        return await self._write(_bounded_increment, key, by, _effective_cap(cap))
+        return await self._write(_bounded_increment, key, by, bounded_cap(cap))
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        return await self._write(_increment_once, key, by, _effective_cap(cap), once)
+        return await self._write(_increment_once, key, by, bounded_cap(cap), once)
 
     async def purge_expired(self) -> None:
         while await self._write(_purge_batch, time.time()) == _PURGE_BATCH:
@@ -200,10 +200,6 @@ def _setup(conn: sqlite3.Connection, write_budget: float) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     for statement in _SCHEMA:
         conn.execute(statement)
-
-
-def _effective_cap(cap: int | None) -> int:
-    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
 def _bounded_increment(conn: sqlite3.Connection, key: str, by: int, cap: int) -> int:

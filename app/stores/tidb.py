@@ -16,7 +16,7 @@ from asyncmy.pool import Pool
 
 from app.errors import CounterCapped
 from app.settings import Settings
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import Once, Recorded, bounded_cap
 
 # VARBINARY, not VARCHAR ... utf8mb4_bin: that collation is PAD SPACE on TiDB, MySQL and
 # MariaDB, so "a" and "a " would be one counter. Bytes compare exactly, are
@@ -187,7 +187,7 @@ class TidbStore:
         await self._execute(_IDEMPOTENCY_SCHEMA)
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = _effective_cap(cap)
+        limit = bounded_cap(cap)
         if by > limit:
             # Even a first increment would pass the cap: write nothing, not even a 0 row.
             raise CounterCapped(current=await self.get(key), cap=limit)
@@ -197,7 +197,7 @@ class TidbStore:
         return value
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        limit = _effective_cap(cap)
+        limit = bounded_cap(cap)
         async with self._transaction() as cursor:
             claimed = await cursor.execute(_CLAIM, (once.token, once.fingerprint, once.ttl_seconds))
             if claimed == 0:
@@ -265,10 +265,6 @@ class TidbStore:
                 # on checkout (it sees their EOF), so the store recovers on its own.
                 conn.close()
                 raise
-
-
-def _effective_cap(cap: int | None) -> int:
-    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
 
 
 async def _bounded_increment(cursor: Cursor, key: str, by: int, cap: int) -> tuple[int, bool]:
