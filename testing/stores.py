@@ -6,6 +6,7 @@ auth, middleware, metrics and logging a real store does. The broken store breaks
 `atomic-counter bench` checks (`uvicorn --factory testing.stores:create_broken_app`).
 """
 
+import asyncio
 import time
 from typing import ClassVar, Self
 
@@ -15,19 +16,29 @@ from app.errors import CounterCapped
 from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import Once, Recorded, bounded_cap
 
 
-class NullStore:
-    """Counters in a dict of this process: atomic because nothing awaits in between."""
+class MemoryStore:
+    """Counters and idempotency records in a dict of this process.
 
-    name: ClassVar[str] = "null"
-    enabled_by: ClassVar[str] = "NULL_STORE"
+    Atomic because nothing awaits between the check, the write and the record, as one
+    atomic step would be on a real store; it runs the same contract suites as the real
+    stores (tests/stores/test_memory_contract.py). `answer_delay` holds a keyed answer back
+    after the write, as a slow network would.
+    """
+
+    name: ClassVar[str] = "memory"
+    enabled_by: ClassVar[str] = "MEMORY_STORE"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
+    answer_delay: ClassVar[float] = 0.0
+    """Seconds each keyed increment waits after applying, before it answers."""
+
     def __init__(self) -> None:
-        self._values: dict[str, int] = {}
-        self._records: dict[str, tuple[Recorded, float]] = {}
+        self.values: dict[str, int] = {}
+        self.records: dict[str, tuple[Recorded, float]] = {}
+        self.purges = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -37,15 +48,15 @@ class NullStore:
         pass
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = COUNTER_LIMIT if cap is None else cap
-        value = self._values.get(key, 0) + by
-        if value > limit:
-            raise CounterCapped(current=value - by, cap=limit)
-        self._values[key] = value
-        return value
+        limit = bounded_cap(cap)
+        current = self.values.get(key, 0)
+        if current + by > limit:
+            raise CounterCapped(current=current, cap=limit)
+        self.values[key] = current + by
+        return current + by
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        found = self._records.get(once.token)
+        found = self.records.get(once.token)
         if found is not None and found[1] > time.monotonic():
             first = found[0]
             return Recorded(first.value, first.capped, first.fingerprint, replayed=True)
@@ -53,21 +64,31 @@ class NullStore:
             recorded = Recorded(await self.increment(key, by, cap), False, once.fingerprint, False)
         except CounterCapped as exc:
             recorded = Recorded(exc.current, True, once.fingerprint, False)
-        self._records[once.token] = (recorded, time.monotonic() + once.ttl_seconds)
+        self.records[once.token] = (recorded, time.monotonic() + once.ttl_seconds)
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return recorded
 
     async def purge_expired(self) -> None:
+        self.purges += 1
         now = time.monotonic()
-        self._records = {token: kept for token, kept in self._records.items() if kept[1] > now}
+        self.records = {token: kept for token, kept in self.records.items() if kept[1] > now}
 
     async def get(self, key: str) -> int:
-        return self._values.get(key, 0)
+        return self.values.get(key, 0)
 
     async def ping(self) -> None:
         pass
 
     async def close(self) -> None:
         pass
+
+
+class NullStore(MemoryStore):
+    """The memory store as the `null` baseline of the benchmarks."""
+
+    name: ClassVar[str] = "null"
+    enabled_by: ClassVar[str] = "NULL_STORE"
 
 
 def create_null_app() -> FastAPI:
@@ -91,7 +112,7 @@ class BrokenStore(NullStore):
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         self._calls += 1
-        current = self._values.get(key, 0)
+        current = self.values.get(key, 0)
         # Bug 1 (overshoot): compares the value before the step with the cap.
         if cap is not None and current > cap:
             raise CounterCapped(current=current, cap=cap)
@@ -99,7 +120,7 @@ class BrokenStore(NullStore):
         # Bug 2 (lost increments, and so duplicates): the caller is told `value`, but it is
         # never stored, so the next caller is handed the same value again.
         if self._calls % DROP_EVERY != 0:
-            self._values[key] = value
+            self.values[key] = value
         return value
 
 

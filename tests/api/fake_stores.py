@@ -50,10 +50,10 @@ class LimitStore(NullStore):
     enabled_by: ClassVar[str] = "LIMIT_STORE"
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        current = self._values.setdefault(key, COUNTER_LIMIT - 1)
+        current = self.values.setdefault(key, COUNTER_LIMIT - 1)
         if current + by > min(cap or COUNTER_LIMIT, COUNTER_LIMIT):
             raise CounterCapped(current=current, cap=min(cap or COUNTER_LIMIT, COUNTER_LIMIT))
-        self._values[key] = current + by
+        self.values[key] = current + by
         return current + by
 
 

@@ -22,7 +22,7 @@ from app.settings import Settings
 from app.stores import STORE_TYPES
 from app.stores.base import COUNTER_LIMIT
 from testing.backends import Backend
-from tests.api.memory_store import MemoryStore
+from testing.stores import MemoryStore
 from tests.conftest import Servers, backend_params, make_settings, serve, serve_app
 
 TIMEOUT = 1.0
