@@ -60,7 +60,7 @@ format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Issue 10's ratios in one run, loaded by wrk (Debian): group commit on vs off per store,
+# The performance ratios in one run, loaded by wrk (Debian): group commit on vs off per store,
 # DynamoDB Local vs a naive app, service vs bare FastAPI, the bench client vs wrk, start-up,
 # RSS and p99 (benchmarks/perf.py). The older null/sqlite/redis overhead table:
 # `$(BIN)/python benchmarks/service_overhead.py`.

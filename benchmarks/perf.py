@@ -1,4 +1,4 @@
-"""`make bench`: the service's performance as ratios measured within this one run (issue 10).
+"""`make bench`: the service's performance as ratios measured within this one run.
 
 The machine is shared and noisy, so every figure that matters is a ratio of two loads run
 back to back in this script, alternated over `--rounds`:

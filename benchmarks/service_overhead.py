@@ -1,4 +1,4 @@
-"""Issue 2: what the service costs on top of its datastore.
+"""What the service costs on top of its datastore.
 
 Starts a throwaway redis-server and the service (one uvicorn process, the null baseline
 store beside sqlite and redis), then loads `POST /null/{id}`, `POST /sqlite/{id}` and
