@@ -7,7 +7,7 @@ Faults switch at run time, so one test can cycle a store through phases:
   keep their order: a driver that reuses the connection reads a stale reply, not garbage.
 - ``reset``: the first reply chunk on a connection resets it (RST, via `SO_LINGER` 0):
   the request reached the store, its answer never reaches the driver.
-- ``stall``: nothing moves in either direction until the phase ends.
+- ``stall``: nothing moves in either direction until the phase ends (delayed links too).
 - ``delay``: every chunk, each way, arrives `delay_seconds` after it was read, in order: a
   link with latency but full throughput (a lagging replica's replication stream), for the
   connections opened while it is on. Bytes read before the sender went away are still
@@ -133,6 +133,7 @@ class FaultProxy:
                     if not chunk:
                         return
                     await asyncio.sleep(max(0.0, due - loop.time()))
+                    await self._flowing.wait()
                     target.write(chunk)
                     await target.drain()
 

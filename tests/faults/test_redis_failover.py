@@ -29,10 +29,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.stores.redis import counter_key
+from app.errors import ReplicationShortfall
+from app.stores.redis import RedisStore, counter_key
 from testing.fault_proxy import FaultProxy
 from testing.servers.redis import RedisServer
-from tests.conftest import Servers, make_settings, serve
+from tests.conftest import Servers, make_settings, once, open_store, serve
 
 pytestmark = pytest.mark.redis
 
@@ -233,3 +234,59 @@ async def test_without_wait_the_run_completes_and_reports_its_losses(
         record_property(f"{kind}_lost", answers.lost)
         record_property(f"{kind}_handed_out_twice", answers.handed_out_twice)
         print(f"{kind}: lost {answers.lost}, handed out twice {answers.handed_out_twice}")
+
+
+async def test_a_write_short_of_its_replicas_is_a_counted_503_and_a_keyed_retry_counts_once(
+    servers: Servers, tmp_path: Path
+) -> None:
+    async with topology(servers) as topo:
+        settings = make_settings(
+            redis_url=f"redis://127.0.0.1:{topo.endpoint.port}/0",
+            redis_cluster=False,
+            redis_wait_replicas=1,
+            redis_wait_timeout_ms=200,
+            stores=["redis"],
+            sqlite_path=tmp_path / "unused.db",
+        )
+        key = f"short-{uuid.uuid4().hex}"
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        async for http in serve(settings):
+            assert (await http.post(f"/redis/{key}", headers=headers)).json()["counter"] == 1
+            topo.link.set("stall")  # the replica hears nothing and acknowledges nothing
+            plain = await http.post(f"/redis/{key}")
+            keyed = await http.post(f"/redis/{key}", headers={"Idempotency-Key": "again"})
+            for response in (plain, keyed):
+                assert response.status_code == 503
+                assert "reached 0 of 1 replicas within 200 ms" in response.json()["error"]
+            metrics = (await http.get("/metrics")).text
+            assert 'atomic_counter_redis_wait_shortfall_total{operation="increment"} 1.0' in metrics
+            shortfall = 'atomic_counter_redis_wait_shortfall_total{operation="increment_once"} 1.0'
+            assert shortfall in metrics
+
+            topo.link.set("delay")
+            # The primary applied both: the keyed retry replays its record, and is
+            # acknowledged only once the replica has it.
+            retry = await http.post(f"/redis/{key}", headers={"Idempotency-Key": "again"})
+            assert retry.status_code == 200
+            assert retry.headers["idempotent-replayed"] == "true"
+            assert retry.json()["counter"] == 3
+        replica = await _client(topo.replica.port)
+        try:
+            assert await _value(replica, key) == 3
+        finally:
+            await replica.aclose()
+
+
+async def test_wait_with_no_replica_to_answer_refuses_every_write_and_serves_reads(
+    servers: Servers,
+) -> None:
+    lone = servers.shared(RedisServer)
+    key = f"lone-{uuid.uuid4().hex}"
+    async with open_store(
+        RedisStore, redis_url=lone.url, redis_wait_replicas=1, redis_wait_timeout_ms=50
+    ) as store:
+        with pytest.raises(ReplicationShortfall):
+            await store.increment(key)
+        with pytest.raises(ReplicationShortfall):
+            await store.increment_once(key, 1, None, once())
+        assert await store.get(key) == 2  # applied on the primary: the outcome was unknown
