@@ -13,6 +13,7 @@ from app.errors import (
     CounterError,
     CounterLimitReached,
     IdempotencyKeyReused,
+    ReplicationShortfall,
     RequestInFlight,
     StoreNotConfigured,
     StoreNotEnabled,
@@ -291,6 +292,8 @@ class Counters:
             raise
         except unavailable as exc:
             error = self._as_unavailable(name, exc)
+            if isinstance(error, ReplicationShortfall):
+                self._metrics.redis_wait_shortfall.labels(operation).inc()
             log.warning(
                 "store unavailable",
                 extra={

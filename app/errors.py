@@ -52,6 +52,22 @@ class StoreUnavailable(CounterError):
         self.reason = reason
 
 
+class ReplicationShortfall(StoreUnavailable):
+    """A write reached fewer replicas than required in time: it may or may not survive a failover.
+
+    The primary applied it, so a keyed retry replays its record; an unkeyed one is not retried.
+    """
+
+    def __init__(self, store: str, acknowledged: int, required: int, timeout_ms: int) -> None:
+        super().__init__(
+            store,
+            f"the write reached {acknowledged} of {required} replicas within {timeout_ms} ms: "
+            "its outcome is unknown",
+        )
+        self.acknowledged = acknowledged
+        self.required = required
+
+
 class RequestInFlight(CounterError):
     """A request with the same `Idempotency-Key` is still being processed."""
 

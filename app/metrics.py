@@ -38,3 +38,10 @@ class Metrics:
             ["key_id", "limit"],
             registry=self.registry,
         )
+        self.redis_wait_shortfall = Counter(
+            "atomic_counter_redis_wait_shortfall",
+            "Redis writes answered 503 because WAIT counted fewer replicas than "
+            "REDIS_WAIT_REPLICAS, by operation.",
+            ["operation"],
+            registry=self.registry,
+        )

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     )
     redis_cluster: bool | None = None
     """None: ask the server at setup (`INFO cluster`), and switch on a first MOVED."""
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    """Replicas that must hold a write (`WAIT`) before it is acknowledged; 0: the primary alone."""
+    # A quarter of the default store timeout: a missing replica answers as a shortfall
+    # (503, counted) well before the call itself times out.
+    redis_wait_timeout_ms: int = Field(default=500, gt=0, validate_default=True)
 
     dynamodb_table: str | None = None
     dynamodb_endpoint_url: str | None = None
@@ -129,6 +134,18 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("redis_wait_timeout_ms")
+    @classmethod
+    def _wait_within_store_timeout(cls, value: int, info: ValidationInfo) -> int:
+        store_timeout = info.data.get("store_timeout_seconds")
+        wait = info.data.get("redis_wait_replicas")
+        if wait and store_timeout is not None and value >= store_timeout * 1000:
+            raise ValueError(
+                f"must be below STORE_TIMEOUT_SECONDS ({store_timeout * 1000:g} ms) when "
+                "REDIS_WAIT_REPLICAS is set, so a missing replica is told apart from a timeout"
+            )
+        return value
 
     @field_validator("docdb_url")
     @classmethod

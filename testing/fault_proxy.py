@@ -7,8 +7,15 @@ Faults switch at run time, so one test can cycle a store through phases:
   keep their order: a driver that reuses the connection reads a stale reply, not garbage.
 - ``reset``: the first reply chunk on a connection resets it (RST, via `SO_LINGER` 0):
   the request reached the store, its answer never reaches the driver.
-- ``stall``: nothing moves in either direction until the phase ends.
+- ``stall``: nothing moves in either direction until the phase ends (delayed links too).
+- ``delay``: every chunk, each way, arrives `delay_seconds` after it was read, in order: a
+  link with latency but full throughput (a lagging replica's replication stream), for the
+  connections opened while it is on. Bytes read before the sender went away are still
+  delivered, as a network would.
 - ``healthy``: bytes pass untouched (held replies still drain, in order).
+
+`retarget(port)` sends new connections to another upstream and drops the open ones, as a
+managed endpoint does when its DNS name moves to a promoted replica.
 """
 
 import asyncio
@@ -18,14 +25,17 @@ import struct
 from collections.abc import Coroutine
 from typing import Any, Literal
 
-Mode = Literal["healthy", "hold", "reset", "stall"]
+Mode = Literal["healthy", "hold", "reset", "stall", "delay"]
 CHUNK = 65536
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, *, hold_seconds: float = 1.0) -> None:
+    def __init__(
+        self, upstream_port: int, *, hold_seconds: float = 1.0, delay_seconds: float = 0.02
+    ) -> None:
         self.upstream_port = upstream_port
         self.hold_seconds = hold_seconds
+        self.delay_seconds = delay_seconds
         self.mode: Mode = "healthy"
         self.resets = 0
         self._flowing = asyncio.Event()
@@ -49,6 +59,12 @@ class FaultProxy:
             self._flowing.clear()
         else:
             self._flowing.set()
+
+    def retarget(self, upstream_port: int) -> None:
+        """Send new connections to `upstream_port`; the open ones are dropped (RST)."""
+        self.upstream_port = upstream_port
+        for writer in list(self._writers):
+            _reset(writer)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -87,6 +103,9 @@ class FaultProxy:
     async def _pump(
         self, source: asyncio.StreamReader, target: asyncio.StreamWriter, *, replies: bool
     ) -> None:
+        if self.mode == "delay":
+            await self._pump_delayed(source, target)
+            return
         with contextlib.suppress(OSError, ConnectionError):
             while chunk := await source.read(CHUNK):
                 await self._flowing.wait()
@@ -98,6 +117,35 @@ class FaultProxy:
                     await asyncio.sleep(self.hold_seconds)
                 target.write(chunk)
                 await target.drain()
+
+    async def _pump_delayed(
+        self, source: asyncio.StreamReader, target: asyncio.StreamWriter
+    ) -> None:
+        # A reader stamps each chunk and a writer sends it once its time has come: the
+        # delay stays `delay_seconds` under load instead of adding up chunk after chunk.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def send() -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while True:
+                    due, chunk = await queue.get()
+                    if not chunk:
+                        return
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    await self._flowing.wait()
+                    target.write(chunk)
+                    await target.drain()
+
+        sender = self._spawn(send())
+        try:
+            with contextlib.suppress(OSError, ConnectionError):
+                while chunk := await source.read(CHUNK):
+                    queue.put_nowait((loop.time() + self.delay_seconds, chunk))
+            queue.put_nowait((0.0, b""))
+            await sender
+        finally:
+            sender.cancel()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

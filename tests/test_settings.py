@@ -62,6 +62,8 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         ("TIDB_URL", "notaurl"),
         ("SQLITE_PATH", "/dev/null/counters.db"),
         ("STORES", " , "),
+        ("REDIS_WAIT_REPLICAS", "-1"),
+        ("REDIS_WAIT_TIMEOUT_MS", "0"),
     ],
 )
 def test_invalid_setting_is_refused_naming_the_variable(
@@ -156,3 +158,16 @@ def test_server_refuses_to_start_in_one_line_naming_the_variable(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("atomic-counter: invalid settings: " + name)
+
+
+def test_the_wait_timeout_must_end_before_the_store_timeout_once_wait_is_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORE_TIMEOUT_SECONDS", "0.4")
+    assert load_settings().redis_wait_timeout_ms == 500  # WAIT off: the default stands
+    monkeypatch.setenv("REDIS_WAIT_REPLICAS", "1")
+    with pytest.raises(SettingsError, match=r"REDIS_WAIT_TIMEOUT_MS: .*below"):
+        load_settings()
+    monkeypatch.setenv("REDIS_WAIT_TIMEOUT_MS", "300")
+    assert load_settings().redis_wait_timeout_ms == 300

@@ -21,12 +21,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
     ClusterError,
     NoPermissionError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -36,7 +38,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.errors import CounterCapped, StoreUnavailable
+from app.errors import CounterCapped, ReplicationShortfall, StoreUnavailable
 from app.settings import Settings
 from app.stores.base import COUNTER_LIMIT, Once, Recorded
 
@@ -81,14 +83,19 @@ return {1, raw}
 """
 )
 
-# KEYS: counter, record[, claim]. ARGV: by, cap, fingerprint, ttl in ms.
+# KEYS: counter, record[, claim]. ARGV: by, cap, fingerprint, ttl in ms, rewrite ('1' or '0').
 # Returns increment's answer, {2, record} (replayed) or {3, fingerprint} (claimed by another).
+# With `rewrite`, a replay writes its record again, unchanged: WAIT counts replicas up to the
+# connection's last write, so only a write makes the WAIT after a replay cover the record.
 _INCREMENT_ONCE = (
     _PRELUDE
     + """
 local record = redis.pcall('GET', KEYS[2])
 if type(record) == 'table' then return {-1} end
-if record then return {2, record} end
+if record then
+  if ARGV[5] == '1' then redis.call('SET', KEYS[2], record, 'KEEPTTL') end
+  return {2, record}
+end
 if KEYS[3] then
   local claimed = redis.pcall('GET', KEYS[3])
   if type(claimed) == 'table' then return {-1} end
@@ -156,9 +163,16 @@ class RedisStore:
         prefix: str = "atomic-counter:",
         max_in_flight: int = 64,
         connect_cluster: Callable[[], RedisCluster] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
-        """Use `client`; with `connect_cluster`, switch to its client if the server is a cluster."""
+        """Use `client`; with `connect_cluster`, switch to its client if the server is a cluster.
+
+        With `wait_replicas`, a write is acknowledged only once `WAIT` counts that many replicas.
+        """
         self._prefix = prefix
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._connect_cluster = connect_cluster
         self._retired: list[Client] = []
         self._switch_lock = asyncio.Lock()
@@ -198,9 +212,14 @@ class RedisStore:
                 url, max_connections=settings.redis_max_connections, **timeouts
             )
 
-        prefix, max_in_flight = settings.redis_key_prefix, settings.redis_max_connections
+        options: dict[str, Any] = {
+            "prefix": settings.redis_key_prefix,
+            "max_in_flight": settings.redis_max_connections,
+            "wait_replicas": settings.redis_wait_replicas,
+            "wait_timeout_ms": settings.redis_wait_timeout_ms,
+        }
         if settings.redis_cluster:
-            return cls(connect_cluster(), prefix=prefix, max_in_flight=max_in_flight)
+            return cls(connect_cluster(), **options)
         # The default async pool raises MaxConnectionsError when every connection
         # is busy; the blocking pool makes the request wait for one instead.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -210,12 +229,7 @@ class RedisStore:
             **timeouts,
         )
         detect = connect_cluster if settings.redis_cluster is None else None
-        return cls(
-            aioredis.Redis(connection_pool=pool),
-            prefix=prefix,
-            max_in_flight=max_in_flight,
-            connect_cluster=detect,
-        )
+        return cls(aioredis.Redis(connection_pool=pool), connect_cluster=detect, **options)
 
     async def setup(self) -> None:
         """Find out whether the server is a cluster, unless that is settled, and connect."""
@@ -235,7 +249,7 @@ class RedisStore:
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
         limit = COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
         answer = await self._run(
-            lambda: self._increment(keys=[self._counter(key)], args=[by, limit])
+            lambda: self._written(self._increment, [self._counter(key)], [by, limit])
         )
         if self._status(answer) == _CAPPED:
             raise CounterCapped(current=int(answer[1]), cap=limit)
@@ -247,17 +261,15 @@ class RedisStore:
         keys = [self._counter(key), record_key(self._prefix, key, once.token)]
         claim = claim_key(self._prefix, once.token)
 
+        args = [by, limit, once.fingerprint, ttl_ms, "1" if self._wait_replicas else "0"]
+
         async def run() -> Sequence[Any]:
             if not self.cluster:
-                return await self._increment_once(  # type: ignore[no-any-return]
-                    keys=[*keys, claim], args=[by, limit, once.fingerprint, ttl_ms]
-                )
-            claimed = await self._claim(keys=[claim], args=[once.fingerprint, ttl_ms])
+                return await self._written(self._increment_once, [*keys, claim], args)
+            claimed = await self._written(self._claim, [claim], [once.fingerprint, ttl_ms])
             if self._status(claimed) != _STORED:
-                return claimed  # type: ignore[no-any-return]
-            return await self._increment_once(  # type: ignore[no-any-return]
-                keys=keys, args=[by, limit, once.fingerprint, ttl_ms]
-            )
+                return claimed
+            return await self._written(self._increment_once, keys, args)
 
         answer = await self._run(run)
         status = self._status(answer)
@@ -290,6 +302,51 @@ class RedisStore:
 
     def _counter(self, key: str) -> str:
         return counter_key(self._prefix, key)
+
+    async def _written(
+        self, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> Sequence[Any]:
+        """Run a script that may write; with WAIT on, answer only once enough replicas have it."""
+        if not self._wait_replicas:
+            return await script(keys=keys, args=args)  # type: ignore[no-any-return]
+        try:
+            return await self._write_and_wait("EVALSHA", script.sha, keys, args)
+        except NoScriptError:
+            # Refused before it ran (a failover to a node without the script): EVAL sends
+            # the source, which also caches it for the next EVALSHA.
+            return await self._write_and_wait("EVAL", script.script, keys, args)
+
+    async def _write_and_wait(
+        self, command: str, script: object, keys: list[str], args: list[Any]
+    ) -> Sequence[Any]:
+        # WAIT counts the replicas that have the writes of *its own connection*: it goes in
+        # one pipeline with the script, which sends both on one connection, in order.
+        client = self._client
+        call = (command, script, len(keys), *keys, *args)
+        wait = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        if isinstance(client, RedisCluster):
+            # The cluster pipeline sends each node's commands on one connection of that node:
+            # WAIT is pinned to the node that owns the keys' slot, the script routes there.
+            node = _node_of(client, keys[0])
+            cluster_pipe = client.pipeline()
+            cluster_pipe.execute_command(*call)
+            cluster_pipe.execute_command(*wait, target_nodes=node)
+            answer, acknowledged = await cluster_pipe.execute()
+            if _node_of(client, keys[0]).name != node.name:
+                # The script was redirected (MOVED, a failover): WAIT asked the old node.
+                raise StoreUnavailable(
+                    self.name, "the slot moved while the write was confirmed: outcome unknown"
+                )
+        else:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.execute_command(*call)
+                pipe.execute_command(*wait)
+                answer, acknowledged = await pipe.execute()
+        if int(acknowledged) < self._wait_replicas:
+            raise ReplicationShortfall(
+                self.name, int(acknowledged), self._wait_replicas, self._wait_timeout_ms
+            )
+        return answer  # type: ignore[no-any-return]
 
     async def _run(self, call: Callable[[], Any]) -> Sequence[Any]:
         """Run one script call; on a first MOVED or CROSSSLOT, switch to cluster mode and retry."""
@@ -336,6 +393,13 @@ class RedisStore:
         return StoreUnavailable(
             self.name, f"a key under the prefix {self._prefix!r} holds a value that is no counter"
         )
+
+
+def _node_of(client: RedisCluster, key: str) -> ClusterNode:
+    node = client.get_node_from_key(key)
+    if node is None:  # only asked for a replica; raises SlotNotCoveredError itself
+        raise StoreUnavailable(RedisStore.name, f"no node serves the slot of {key!r}")
+    return node
 
 
 async def _close(client: Client) -> None:

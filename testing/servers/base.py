@@ -134,6 +134,13 @@ class LocalServer:
         while port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def kill(self) -> None:
+        """End the server at once (SIGKILL): nothing is flushed, replicated or said goodbye."""
+        process, self._process = self._process, None
+        assert process is not None, f"{self.name} is not running"
+        process.kill()
+        process.wait()
+
     def restart(self) -> None:
         self.stop()
         self.start()
