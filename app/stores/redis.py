@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import CounterCapped, ReplicationShortfall, StoreUnavailable
 from app.settings import Settings
-from app.stores.base import COUNTER_LIMIT, Once, Recorded
+from app.stores.base import COUNTER_LIMIT, Once, Recorded, bounded_cap
 
 Client = aioredis.Redis | RedisCluster
 
@@ -247,7 +247,7 @@ class RedisStore:
             await _close(self._retired.pop())  # nothing else has used it yet
 
     async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+        limit = bounded_cap(cap)
         answer = await self._run(
             lambda: self._written(self._increment, [self._counter(key)], [by, limit])
         )
@@ -256,7 +256,7 @@ class RedisStore:
         return int(answer[1])
 
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        limit = COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+        limit = bounded_cap(cap)
         ttl_ms = once.ttl_seconds * 1000
         keys = [self._counter(key), record_key(self._prefix, key, once.token)]
         claim = claim_key(self._prefix, once.token)
