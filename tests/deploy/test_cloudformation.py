@@ -333,7 +333,8 @@ def test_table_key_is_the_stores_key_and_no_parameter_can_change_it(
 def test_tasks_run_read_only_as_the_image_user(
     template: dict[str, Any], task_definition: dict[str, Any]
 ) -> None:
-    image_user = dockerfile.parse(DOCKERFILE)[1][-1].all("USER")[-1].args
+    image = dockerfile.default_target(dockerfile.parse(DOCKERFILE)[1])
+    image_user = image.all("USER")[-1].args
     (cfn,) = one(template, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
     (plain,) = task_definition["containerDefinitions"]
     assert cfn["User"] == plain["user"] == image_user

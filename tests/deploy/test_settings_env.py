@@ -96,7 +96,7 @@ def places(
         "docker-compose.yml": ("compose", compose_env(compose)),
         "task-definition.json": ("ecs", task_env(task_definition)),
         "cloudformation.yaml": ("ecs", template_env(template)),
-        "Dockerfile": ("image", dockerfile.parse(DOCKERFILE)[1][-1].env()),
+        "Dockerfile": ("image", dockerfile.default_target(dockerfile.parse(DOCKERFILE)[1]).env()),
     }
 
 
