@@ -106,12 +106,14 @@ async def topology(servers: Servers) -> AsyncIterator[Topology]:
             await client.config_set("repl-diskless-sync-delay", 0)
         await clients[1].replicaof("127.0.0.1", link.port)
         await clients[2].replicaof("127.0.0.1", replica.port)
-        for _ in range(200):
-            if await _linked(clients[1]) and await _linked(clients[2]):
+        for _ in range(100):
+            # After a diskless sync the primary streams writes only from the replica's first
+            # ACK, up to a second later: until then WAIT after a write times out.
+            await clients[0].set("replication-probe", 1)
+            if await clients[0].wait(1, 100) and await _linked(clients[2]):
                 break
-            await asyncio.sleep(0.05)
         else:
-            pytest.fail("the replicas did not finish their first sync within 10 s")
+            pytest.fail("the replicas were not online within 10 s")
         yield Topology(primary, replica, standby, link, endpoint)
     finally:
         for client in clients:
