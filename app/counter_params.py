@@ -132,19 +132,21 @@ def parse(scope: Scope, operation: Operation) -> CounterCall:
     store = unquote(segments[0].decode("latin-1"), errors="replace")
     id = _id(raw_path, problems)
     numbers = _numbers(scope["query_string"], operation.query, problems)
-    api_key = key = None
-    for name, value in scope["headers"]:
-        if name == b"x-api-key" and api_key is None:
-            api_key = value.decode("latin-1")
-        elif name == b"idempotency-key" and operation.keyed and key is None:
-            key = value.decode("latin-1")
-            if _KEY.fullmatch(key) is None:
-                problems.append(
-                    Problem(("header", idempotency.HEADER), idempotency.KEY_RULE, "string_pattern")
-                )
+    key = _idempotency_key(scope["headers"], problems) if operation.keyed else None
     if problems:
         raise InvalidRequest(problems)
-    return CounterCall(store, id, numbers, key, api_key)
+    return CounterCall(store, id, numbers, key, api_key_of(scope["headers"]))
+
+
+def _idempotency_key(headers: list[tuple[bytes, bytes]], problems: list[Problem]) -> str | None:
+    for name, value in headers:
+        if name == b"idempotency-key":
+            key = value.decode("latin-1")
+            if _KEY.fullmatch(key) is None:
+                rule = idempotency.KEY_RULE
+                problems.append(Problem(("header", idempotency.HEADER), rule, "string_pattern"))
+            return key
+    return None
 
 
 def _id(raw_path: bytes, problems: list[Problem]) -> str:
