@@ -17,8 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from app.counter_range import bounded_cap
 from app.errors import CounterCapped, StoreUnavailable
-from app.stores.base import bounded_cap
 
 log = logging.getLogger("atomic_counter")
 

@@ -14,16 +14,17 @@ from urllib.parse import unquote
 from starlette.types import Scope
 
 from app import idempotency
+from app.counter_range import COUNTER_LIMIT
 from app.errors import InvalidRequest, Problem
 from app.ids import InvalidId, id_from_raw_path
-from app.stores.base import COUNTER_LIMIT
+from app.stores import STORE_TYPES
 
 MAX_STEP = 1_000_000
 ID_MAX_LENGTH = 255
 ID_CHARACTER = r"[^\x00-\x1f\x7f-\x9f]"
 """Any character but the C0 and C1 controls and DEL."""
 ID_RULE = f"id must be 1 to {ID_MAX_LENGTH} characters of valid UTF-8 with no control characters"
-STORE_DESCRIPTION = "Datastore: sqlite, redis, dynamo, docdb, tidb, momento."
+STORE_DESCRIPTION = f"Datastore: {', '.join(STORE_TYPES)}."
 
 _ID = re.compile(f"{ID_CHARACTER}+")
 _KEY = re.compile(idempotency.KEY_PATTERN)

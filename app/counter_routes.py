@@ -31,17 +31,11 @@ from app.counter_params import (
     counter_path,
     parse,
 )
+from app.counter_range import refusal
 from app.counters import Counters
-from app.errors import (
-    CounterCapped,
-    CounterError,
-    CounterLimitReached,
-    MethodNotAllowed,
-    Unauthorized,
-)
+from app.errors import CounterError, MethodNotAllowed, Unauthorized
 from app.idempotency import Idempotency
 from app.settings import Settings
-from app.stores.base import COUNTER_LIMIT
 from app.usage import UsagePlan
 
 log = logging.getLogger("atomic_counter")
@@ -75,12 +69,7 @@ async def increment(call: CounterCall, state: State) -> Body:
     recorded = await keyed.increment(call.store, call.id, by, cap, caller, call.idempotency_key)
     headers = {idempotency.REPLAYED_HEADER: "true"} if recorded.replayed else None
     if recorded.capped:
-        # Without a cap, only the counter range (COUNTER_LIMIT) refuses an increment.
-        refused = (
-            CounterLimitReached(recorded.value, COUNTER_LIMIT)
-            if cap is None
-            else CounterCapped(current=recorded.value, cap=cap)
-        )
+        refused = refusal(recorded.value, cap)
         refused.replayed = recorded.replayed
         raise refused
     return counter_body(call.store, call.id, recorded.value, cap is not None), headers

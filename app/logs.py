@@ -8,29 +8,27 @@ from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 from asgi_correlation_id import CorrelationIdFilter
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 from pythonjsonlogger.orjson import OrjsonFormatter
-
-from app.settings import Settings
 
 # user:password@ inside any URL a driver might echo back in an error message.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _MASK = "***"
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every credential the settings hold, as it may appear in a log line."""
-    found: list[str] = [key.get_secret_value() for key in settings.api_keys]
-    if settings.momento_api_key is not None:
-        found.append(settings.momento_api_key.get_secret_value())
-    for url in (settings.redis_url, settings.docdb_url, settings.tidb_url):
-        if url is None:
-            continue
-        try:
-            password = urlsplit(url.get_secret_value()).password
-        except ValueError:
-            continue
-        if password:
-            found += [password, unquote(password)]
+def secrets_of(settings: BaseSettings) -> list[str]:
+    """Every credential the settings hold, as it may appear in a log line.
+
+    A secret is a value its model declared `SecretStr` (alone or in a list): the password
+    of a URL, or the whole value of anything else (an API key).
+    """
+    found: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        for secret in value if isinstance(value, list) else [value]:
+            if isinstance(secret, SecretStr):
+                found += _credentials_in(secret.get_secret_value())
     # A secret is also masked as JSON escapes it (quotes, backslashes, control and, with
     # or without ASCII escaping, non-ASCII characters).
     found += [json.dumps(secret)[1:-1] for secret in found] + [
@@ -38,6 +36,16 @@ def secrets_of(settings: Settings) -> list[str]:
     ]
     # Longest first, so a secret containing another is masked whole.
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def _credentials_in(value: str) -> list[str]:
+    if "://" not in value:
+        return [value]
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -1,16 +1,24 @@
-"""The one table of stores under test: add a datastore here and every suite runs on it."""
+"""The one table of stores under test, made from the store table: every suite runs on each.
 
+A store's test server is the `LocalServer` subclass in `testing/servers/` whose `name` is
+the store's name; its `settings()` point the store at it. The embedded store needs none.
+"""
+
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import testing.servers
+from app.stores import STORE_TYPES
 from testing.servers.base import LocalServer
-from testing.servers.dynamodb import DynamoDbLocalServer
-from testing.servers.mariadb import MariaDbServer
-from testing.servers.momento import MomentoLocalServer
-from testing.servers.mongo import MongoWireServer
-from testing.servers.redis import RedisServer
+
+EMBEDDED: dict[str, Callable[[Path], dict[str, object]]] = {
+    "sqlite": lambda tmp: {"sqlite_path": tmp / "counters.db"},
+}
+"""Stores that run in the process: the settings that give each a file of the test's own."""
 
 
 @dataclass(frozen=True)
@@ -21,11 +29,32 @@ class Backend:
     """Settings field values that enable the store against the running `server`."""
 
 
-BACKENDS: list[Backend] = [
-    Backend("sqlite", None, lambda server, tmp: {"sqlite_path": tmp / "counters.db"}),
-    Backend("redis", RedisServer, lambda server, tmp: {"redis_url": server.url}),
-    Backend("dynamo", DynamoDbLocalServer, lambda server, tmp: server.settings()),
-    Backend("docdb", MongoWireServer, lambda server, tmp: server.settings()),
-    Backend("tidb", MariaDbServer, lambda server, tmp: server.settings()),
-    Backend("momento", MomentoLocalServer, lambda server, tmp: server.settings()),
-]
+def servers_of_stores() -> dict[str, type[LocalServer]]:
+    """Each store's test server, found among the `LocalServer`s of `testing/servers/`."""
+    for module in pkgutil.iter_modules(testing.servers.__path__):
+        # `*_launcher` and `*_fake` are the programs servers run, in environments of their own.
+        if not module.name.endswith(("_launcher", "_fake")):
+            importlib.import_module(f"testing.servers.{module.name}")
+    found: dict[str, type[LocalServer]] = {}
+    pending = list(LocalServer.__subclasses__())
+    while pending:
+        server = pending.pop()
+        pending += server.__subclasses__()
+        name = getattr(server, "name", None)
+        if name in STORE_TYPES:
+            if name in found and found[name] is not server:
+                raise LookupError(f"two test servers for {name}: {found[name]} and {server}")
+            found[name] = server
+    return found
+
+
+def _backend(name: str, servers: dict[str, type[LocalServer]]) -> Backend:
+    if name in EMBEDDED:
+        embedded = EMBEDDED[name]
+        return Backend(name, None, lambda server, tmp: embedded(tmp))
+    if name not in servers:
+        raise LookupError(f"the {name} store has no test server in testing/servers/")
+    return Backend(name, servers[name], lambda server, tmp: server.settings())
+
+
+BACKENDS: list[Backend] = [_backend(name, servers_of_stores()) for name in STORE_TYPES]

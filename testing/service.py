@@ -22,7 +22,7 @@ class ServiceProcess(LocalServer):
 
     def __init__(self, workdir: Path, settings: dict[str, object], target: str = "app.main:app"):
         super().__init__(workdir)
-        self.settings = {key.upper(): str(value) for key, value in settings.items()}
+        self.variables = {key.upper(): str(value) for key, value in settings.items()}
         self.target = target
 
     @property
@@ -39,7 +39,9 @@ class ServiceProcess(LocalServer):
     def env(self) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if k not in _SETTINGS_VARS}
         # The working directory is the test's (no stray .env); imports come from the project.
-        return inherited | {"PYTHONPATH": str(PROJECT_ROOT), "LOG_LEVEL": "WARNING"} | self.settings
+        return (
+            inherited | {"PYTHONPATH": str(PROJECT_ROOT), "LOG_LEVEL": "WARNING"} | self.variables
+        )
 
     def ready(self) -> bool:
         try:

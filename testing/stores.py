@@ -12,11 +12,12 @@ from typing import ClassVar, Self
 
 from fastapi import FastAPI
 
+from app.counter_range import bounded_cap
 from app.errors import CounterCapped
 from app.main import create_app
-from app.settings import Settings
+from app.store_settings import StoreSettings
 from app.stores import STORE_TYPES, CounterStore
-from app.stores.base import Once, Recorded, bounded_cap
+from app.stores.base import Once, Recorded
 
 
 class MemoryStore:
@@ -29,6 +30,7 @@ class MemoryStore:
     """
 
     name: ClassVar[str] = "memory"
+    settings: ClassVar[type[StoreSettings]] = StoreSettings  # nothing of its own
     enabled_by: ClassVar[str] = "MEMORY_STORE"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
@@ -41,7 +43,7 @@ class MemoryStore:
         self.purges = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: StoreSettings) -> Self:
         return cls()
 
     async def setup(self) -> None:

@@ -20,8 +20,16 @@ from app.stores.base import Once
 from testing.backends import BACKENDS, Backend
 from testing.servers.base import LocalServer, ServerUnavailable
 
+
 # `make test` (and so CI) sets this: a server that cannot start is then a failure,
 # never a skip.
+def pytest_configure(config: pytest.Config) -> None:
+    # One marker per store, from the store table: `-m redis` selects a store's tests.
+    for backend in BACKENDS:
+        where = "in the process" if backend.server is None else "against its local test server"
+        config.addinivalue_line("markers", f"{backend.name}: runs the {backend.name} store {where}")
+
+
 REQUIRE_SERVERS = os.environ.get("ATOMIC_COUNTER_REQUIRE_SERVERS") == "1"
 
 S = TypeVar("S", bound=LocalServer)

@@ -5,6 +5,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 300
@@ -114,27 +115,42 @@ def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) 
 
 
 SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+STORES_PAGE = ROOT / "docs" / "stores.md"
 
 
-def _setting_aliases() -> dict[str, list[str]]:
-    """Each Settings field's environment variable (its first alias, if any), and the others."""
+def _variables(
+    model: type[BaseSettings], *, inherited: type[BaseSettings] | None = None
+) -> dict[str, list[str]]:
+    """Each field's environment variable (its first alias, if any), and its other aliases."""
     from pydantic import AliasChoices
 
-    from app.settings import Settings
-
     names: dict[str, list[str]] = {}
-    for field, info in Settings.model_fields.items():
+    for field, info in model.model_fields.items():
+        if inherited is not None and field in inherited.model_fields:
+            continue
         alias = info.validation_alias
         choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
         names[choices[0] if choices else field.upper()] = choices[1:]
     return names
 
 
-def _store_variables() -> set[str]:
-    """The variable each store names in its 404 when unset: a setting like any other."""
+def _setting_aliases() -> dict[str, list[str]]:
+    """The service's own settings: the settings page lists them."""
+    from app.settings import ServiceSettings
+
+    return _variables(ServiceSettings)
+
+
+def _store_settings() -> dict[str, tuple[str, list[str]]]:
+    """Each store's own variable → the store's module and that variable's other aliases."""
+    from app.store_settings import StoreSettings
     from app.stores import STORE_TYPES
 
-    return {store.enabled_by for store in STORE_TYPES.values()}
+    found: dict[str, tuple[str, list[str]]] = {}
+    for store in STORE_TYPES.values():
+        for name, others in _variables(store.settings, inherited=StoreSettings).items():
+            found[name] = (store.__module__, others)
+    return found
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -159,20 +175,52 @@ def _settings_page() -> str:
     return SETTINGS_PAGE.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", sorted(_setting_aliases().keys() | _store_variables()))
-def test_every_setting_has_its_own_row_on_the_settings_page(name: str) -> None:
-    rows = own_rows(name, _settings_page())
-    assert len(rows) == 1, f"{name}: {len(rows)} rows whose first cell is `{name}` in settings.md"
+def _store_section(module: str) -> str:
+    """The section of stores.md that links the store's module (its first paragraph does)."""
+    path = f"(../{module.replace('.', '/')}.py)"
+    sections = re.split(r"^## ", STORES_PAGE.read_text(encoding="utf-8"), flags=re.M)
+    matching = [section for section in sections[1:] if path in section.split("\n\n", 2)[1]]
+    assert len(matching) == 1, f"{len(matching)} sections of stores.md open with a link to {path}"
+    return matching[0]
+
+
+def _assert_one_row(name: str, others: list[str], page: str, where: str) -> None:
+    rows = own_rows(name, page)
+    assert len(rows) == 1, f"{name}: {len(rows)} rows whose first cell is `{name}` in {where}"
     # A second variable for the same field (UVICORN_PORT for PORT) is named in that row.
-    for other in _setting_aliases().get(name, []):
+    for other in others:
         assert f"`{other}`" in " | ".join(rows[0]), f"{name}'s row does not name `{other}`"
 
 
-def test_every_row_of_the_settings_page_is_one_setting() -> None:
-    names = {f"`{name}`" for name in _setting_aliases()}
-    first_cells = [row[0] for row in table_rows(_settings_page())]
-    assert [cell for cell in first_cells if cell not in names] == []
-    assert len(first_cells) == len(set(first_cells))
+@pytest.mark.parametrize("name", sorted(_setting_aliases()))
+def test_every_service_setting_has_its_own_row_on_the_settings_page(name: str) -> None:
+    _assert_one_row(name, _setting_aliases()[name], _settings_page(), "settings.md")
+
+
+@pytest.mark.parametrize("name", sorted(_store_settings()))
+def test_every_store_setting_has_its_own_row_in_its_store_section(name: str) -> None:
+    module, others = _store_settings()[name]
+    _assert_one_row(name, others, _store_section(module), f"the section of stores.md for {module}")
+
+
+def test_every_store_names_a_setting_of_its_own_in_its_404() -> None:
+    from app.stores import STORE_TYPES
+
+    for store in STORE_TYPES.values():
+        assert store.enabled_by.lower() in store.settings.model_fields, store.name
+
+
+def test_every_settings_row_is_one_setting() -> None:
+    for page, names in (
+        (_settings_page(), set(_setting_aliases())),
+        (STORES_PAGE.read_text(encoding="utf-8"), set(_store_settings())),
+    ):
+        first_cells = [row[0] for row in table_rows(page)]
+        variables = [cell for cell in first_cells if re.fullmatch(r"`[A-Z][A-Z0-9_]+`", cell)]
+        assert [cell for cell in variables if cell.strip("`") not in names] == []
+        assert len(variables) == len(set(variables))
+    # The settings page's tables hold settings only.
+    assert all(row[0].strip("`") in _setting_aliases() for row in table_rows(_settings_page()))
 
 
 def test_the_row_check_wants_the_name_alone_in_the_first_cell() -> None:

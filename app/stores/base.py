@@ -6,21 +6,9 @@ logging are the caller's job (`app.counters.Counters`), done once for all stores
 """
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
-from app.settings import Settings
-
-COUNTER_LIMIT = 2**53 - 1
-"""The largest value any counter may hold, on every store: every JSON client reads it exactly.
-
-An increment that would pass it is refused like a capped one (`CounterCapped` with
-`cap=COUNTER_LIMIT`) and writes nothing.
-"""
-
-
-def bounded_cap(cap: int | None) -> int:
-    """The highest value an increment may reach: its cap, and never above `COUNTER_LIMIT`."""
-    return COUNTER_LIMIT if cap is None else min(cap, COUNTER_LIMIT)
+from app.store_settings import StoreSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +40,9 @@ class CounterStore(Protocol):
     name: ClassVar[str]
     """The URL segment that selects this store (`POST /{name}/{id}`)."""
 
+    settings: ClassVar[type[StoreSettings]]
+    """The store's own settings model: its enabling variable, options, bounds and secrets."""
+
     enabled_by: ClassVar[str]
     """The environment variable that enables the store, named in the 404 when unset."""
 
@@ -59,8 +50,12 @@ class CounterStore(Protocol):
     """Driver exceptions that mean "the datastore cannot be reached", reported as 503."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
-        """Build the store and its client, or return None when it is not configured."""
+    def from_settings(cls, settings: Any) -> Self | None:
+        """Build the store and its client, or return None when it is not configured.
+
+        `settings` is an instance of the store's `settings` model (the service passes the
+        composed `app.settings.Settings`, which is one).
+        """
         ...
 
     async def setup(self) -> None:

@@ -17,18 +17,20 @@ pipeline, so pruning costs a pass over the records once per delay, not every wri
 The decisions (replay, capped, retry) are app/stores/records.py's, shared with dynamo.
 """
 
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from bson import Int64
+from pydantic import AfterValidator, SecretStr
 from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
+from app.counter_range import bounded_cap
 from app.errors import CounterCapped
-from app.settings import Settings
+from app.store_settings import StoreSettings, url_of
 from app.stores import records
-from app.stores.base import Once, Recorded, bounded_cap
+from app.stores.base import Once, Recorded
 from app.stores.records import Missed
 
 Document = dict[str, Any]
@@ -45,8 +47,16 @@ _TIMEOUT_OPTIONS = ("serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeo
 _DOCDB_DOMAIN = ".docdb.amazonaws.com"
 
 
+class DocumentDbSettings(StoreSettings):
+    """`DOCDB_URL` enables the store; the password it may hold is a secret."""
+
+    docdb_url: Annotated[SecretStr | None, AfterValidator(url_of("mongodb", "mongodb+srv"))] = None
+    docdb_database: str = "atomic_counter"
+
+
 class DocumentDbStore:
     name: ClassVar[str] = "docdb"
+    settings: ClassVar[type[StoreSettings]] = DocumentDbSettings
     enabled_by: ClassVar[str] = "DOCDB_URL"
     # ConnectionFailure covers network errors, timeouts, server selection and "not
     # primary" during a failover. OperationFailure is the server refusing to serve:
@@ -74,7 +84,7 @@ class DocumentDbStore:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: DocumentDbSettings) -> Self | None:
         if settings.docdb_url is None:
             return None
         url = settings.docdb_url.get_secret_value()
@@ -137,15 +147,22 @@ class DocumentDbStore:
     async def add_record(
         self, key: str, by: int, limit: int, once: Once, now: int
     ) -> Recorded | Missed:
-        query: Document = {
-            "_id": key,
-            "value": {"$lte": Int64(limit - by)},
-            **_token_free(once.token, now),
-        }
+        query: Document = {"_id": key, "value": {"$lte": Int64(limit - by)}}
+        return await self._write_record(query, once, by, now, capped=False)
+
+    async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
+        """Record a refused increment, unless a concurrent copy recorded the token."""
+        # The counter never goes down, so the value now is still past the cap.
+        return await self._write_record({"_id": key}, once, 0, now, capped=True)
+
+    async def _write_record(
+        self, query: Document, once: Once, by: int, now: int, *, capped: bool
+    ) -> Recorded | Missed:
+        """One upsert that adds `by` and the token's record, if the token is free."""
         try:
             doc = await self._counters.find_one_and_update(
-                query,
-                self._record_pipeline(once, by, now, capped=False),
+                {**query, **_token_free(once.token, now)},
+                self._record_pipeline(once, by, now, capped=capped),
                 projection={"value": True},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
@@ -153,25 +170,9 @@ class DocumentDbStore:
         except DuplicateKeyError as exc:
             # Missed: the token is recorded, or the cap refused, or another first
             # increment inserted the counter a moment ago. The document tells which.
-            return await self._missed(key, once.token, now, exc)
+            return await self._missed(query["_id"], once.token, now, exc)
         assert doc is not None, "an upsert returning the new document always has one"
-        return Recorded(int(doc["value"]), False, once.fingerprint, replayed=False)
-
-    async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
-        """Record a refused increment, unless a concurrent copy recorded the token."""
-        try:
-            doc = await self._counters.find_one_and_update(
-                {"_id": key, **_token_free(once.token, now)},
-                self._record_pipeline(once, 0, now, capped=True),
-                projection={"value": True},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError as exc:
-            return await self._missed(key, once.token, now, exc)
-        assert doc is not None, "an upsert returning the new document always has one"
-        # The counter never goes down, so the value now is still past the cap.
-        return Recorded(int(doc["value"]), True, once.fingerprint, replayed=False)
+        return Recorded(int(doc["value"]), capped, once.fingerprint, replayed=False)
 
     async def _missed(self, key: str, token: str, now: int, exc: DuplicateKeyError) -> Missed:
         doc = await self._record_of(key, token)

@@ -13,7 +13,6 @@ The decisions (replay, capped, retry) are app/stores/records.py's, shared with d
 """
 
 import asyncio
-import logging
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
@@ -30,15 +29,16 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from app.counter_range import bounded_cap
 from app.errors import CounterCapped, StoreUnavailable
-from app.settings import Settings, SettingsError
+from app.store_settings import SettingsError, StoreSettings
 from app.stores import records
-from app.stores.base import Once, Recorded, bounded_cap
+from app.stores.background import in_background
+from app.stores.base import Once, Recorded
 from app.stores.records import Missed
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
 
-log = logging.getLogger("atomic_counter")
 
 _KEY = "id"
 _VALUE = "value"  # VALUE is a DynamoDB reserved word: always spelled through "#v"
@@ -96,8 +96,18 @@ _TABLE_POLL_SECONDS = 0.5
 _MAX_POOL_CONNECTIONS = 64
 
 
+class DynamoSettings(StoreSettings):
+    """`DYNAMODB_TABLE` enables the store; credentials come from the AWS chain, not from here."""
+
+    dynamodb_table: str | None = None
+    dynamodb_endpoint_url: str | None = None
+    dynamodb_create_table: bool = False
+    aws_region: str | None = None
+
+
 class DynamoStore:
     name: ClassVar[str] = "dynamo"
+    settings: ClassVar[type[StoreSettings]] = DynamoSettings
     enabled_by: ClassVar[str] = "DYNAMODB_TABLE"
     # Error *responses* (throttling, missing table, 5xx) arrive as ClientError, which
     # only its code tells apart; the store translates those to StoreUnavailable itself.
@@ -130,7 +140,7 @@ class DynamoStore:
         self._purge_from: dict[str, Any] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: DynamoSettings) -> Self | None:
         if settings.dynamodb_table is None:
             return None
         # No region in the settings: the SDK's own chain (AWS_REGION, AWS_DEFAULT_REGION,
@@ -211,69 +221,83 @@ class DynamoStore:
     async def add_record(
         self, key: str, by: int, limit: int, once: Once, now: int
     ) -> Recorded | Missed:
-        names = _record_names(once.token)
-        try:
-            with self._errors(), self._item_size_guard(key):
-                response = await self._conn.update_item(
-                    TableName=self._table,
-                    Key={_KEY: {"S": key}},
-                    # Every right-hand side reads the item as it was: the record gets
-                    # the same new value as the counter.
-                    UpdateExpression=(
-                        "SET #v = if_not_exists(#v, :zero) + :by,"
-                        " #n = if_not_exists(#v, :zero) + :by,"
-                        " #r = :rec, #pa = if_not_exists(#pa, :pa),"
-                        " #ps = if_not_exists(#ps, :ps)"
-                    ),
-                    ConditionExpression=(
-                        "(attribute_not_exists(#r) OR #r.#e <= :now)"
-                        " AND (attribute_not_exists(#v) OR #v <= :limit)"
-                    ),
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues={
-                        ":zero": {"N": "0"},
-                        ":by": {"N": str(by)},
-                        ":limit": {"N": str(limit - by)},
-                        ":now": {"N": str(now)},
-                        **self._record_values(key, once, capped=False),
-                    },
-                    ReturnValues="UPDATED_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-        except ClientError as exc:
-            return _missed(exc, once.token, now)
-        attributes = response["Attributes"]
-        self._prune_if_due(key, attributes, now)
+        attributes = await self._write_record(
+            key,
+            once,
+            now,
+            # Every right-hand side reads the item as it was: the record gets the same new
+            # value as the counter.
+            update=(
+                "SET #v = if_not_exists(#v, :zero) + :by,"
+                " #n = if_not_exists(#v, :zero) + :by,"
+                " #r = :rec, #pa = if_not_exists(#pa, :pa),"
+                " #ps = if_not_exists(#ps, :ps)"
+            ),
+            condition=(
+                "(attribute_not_exists(#r) OR #r.#e <= :now)"
+                " AND (attribute_not_exists(#v) OR #v <= :limit)"
+            ),
+            values={":by": {"N": str(by)}, ":limit": {"N": str(limit - by)}},
+            capped=False,
+        )
+        if isinstance(attributes, Missed):
+            return attributes
         return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
 
     async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
         """Add a capped outcome to the item, unless a concurrent copy recorded the token."""
+        attributes = await self._write_record(
+            key,
+            once,
+            now,
+            # The counter never goes down, so the value now is still past the cap.
+            update=(
+                "SET #n = if_not_exists(#v, :zero), #r = :rec,"
+                " #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
+            ),
+            condition="attribute_not_exists(#r) OR #r.#e <= :now",
+            values={},
+            capped=True,
+        )
+        if isinstance(attributes, Missed):
+            return attributes
+        current = int(attributes[_RECORD_VALUE + once.token]["N"])
+        return Recorded(current, True, once.fingerprint, replayed=False)
+
+    async def _write_record(
+        self,
+        key: str,
+        once: Once,
+        now: int,
+        *,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        capped: bool,
+    ) -> dict[str, Any] | Missed:
+        """One conditional UpdateItem that writes the token's record: the new attributes."""
         try:
             with self._errors(), self._item_size_guard(key):
                 response = await self._conn.update_item(
                     TableName=self._table,
                     Key={_KEY: {"S": key}},
-                    # The counter never goes down, so the value now is still past the cap.
-                    UpdateExpression=(
-                        "SET #n = if_not_exists(#v, :zero), #r = :rec,"
-                        " #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
-                    ),
-                    ConditionExpression="attribute_not_exists(#r) OR #r.#e <= :now",
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
                     ExpressionAttributeNames=_record_names(once.token),
                     ExpressionAttributeValues={
                         ":zero": {"N": "0"},
                         ":now": {"N": str(now)},
-                        **self._record_values(key, once, capped=True),
+                        **values,
+                        **self._record_values(key, once, capped=capped),
                     },
                     ReturnValues="UPDATED_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except ClientError as exc:
             return _missed(exc, once.token, now)
-        attributes = response["Attributes"]
+        attributes: dict[str, Any] = response["Attributes"]
         self._prune_if_due(key, attributes, now)
-        current = int(attributes[_RECORD_VALUE + once.token]["N"])
-        return Recorded(current, True, once.fingerprint, replayed=False)
+        return attributes
 
     def _record_values(self, key: str, once: Once, *, capped: bool) -> dict[str, Any]:
         expires = records.expiry(once.ttl_seconds)
@@ -332,18 +356,17 @@ class DynamoStore:
         """Prune `key` in the background, once at a time: the request does not wait for it."""
         if key in self._pruning:
             return
-        task = asyncio.create_task(self._prune_quietly(key))
+        # A failed prune is logged by whoever runs it, and retried by the next keyed write.
+        task = in_background("prune", self._prune_quietly(key))
         self._pruning[key] = task
         task.add_done_callback(lambda _: self._pruning.pop(key, None))
 
     async def _prune_quietly(self, key: str) -> None:
         try:
             await self._prune(key)
-        except Exception as exc:  # a failed prune is retried by the next keyed write
-            log.warning(
-                "pruning idempotency records failed",
-                extra={"store": self.name, "id": key, "error": _describe(exc)},
-            )
+        except ClientError as exc:
+            # The code only: AWS error messages can name account ids and role ARNs.
+            raise StoreUnavailable(self.name, f"prune failed: {_code(exc)}") from None
 
     async def _prune(self, key: str) -> None:
         """Remove expired records from one item, a batch per UpdateItem, and move `prune_at`."""
@@ -589,8 +612,3 @@ def _record_expiries(item: dict[str, Any] | None) -> dict[str, int]:
         for name, attribute in (item or {}).items()
         if name.startswith(_RECORD)
     }
-
-
-def _describe(exc: BaseException) -> str:
-    # The code only for AWS errors: their messages can name account ids and role ARNs.
-    return _code(exc) if isinstance(exc, ClientError) else type(exc).__name__

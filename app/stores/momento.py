@@ -38,11 +38,11 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar, NoReturn, Self, TypeVar
+from typing import ClassVar, NoReturn, Self
 
 import momento.internal.aio._scs_grpc_manager as sdk_channels
 from momento import CacheClientAsync, Configurations, CredentialProvider
@@ -55,14 +55,16 @@ from momento.internal.services import Service
 from momento.responses import CacheGet, CacheIncrement, CreateCache
 from momento_wire_types import cacheclient_pb2 as cache_pb
 from momento_wire_types import common_pb2 as common_pb
+from pydantic import Field, SecretStr
 
+from app.counter_range import COUNTER_LIMIT, bounded_cap
 from app.errors import CounterCapped, RequestInFlight, StoreUnavailable
-from app.settings import Settings, SettingsError
-from app.stores.base import COUNTER_LIMIT, Once, Recorded, bounded_cap
+from app.store_settings import SettingsError, StoreSettings
+from app.stores.background import to_the_end
+from app.stores.base import Once, Recorded
 
 log = logging.getLogger("atomic_counter")
 
-T = TypeVar("T")
 
 STORE_NAME = "momento"
 
@@ -206,8 +208,18 @@ class _Record:
         raise MomentoError(MomentoErrorCode.FAILED_PRECONDITION_ERROR, "unreadable record")
 
 
+class MomentoSettings(StoreSettings):
+    """`MOMENTO_API_KEY` (a secret) or `MOMENTO_ENDPOINT` enables the store."""
+
+    momento_api_key: SecretStr | None = None
+    momento_endpoint: str | None = None
+    momento_cache_name: str = "atomic-counters"
+    momento_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+
+
 class MomentoStore:
     name: ClassVar[str] = STORE_NAME
+    settings: ClassVar[type[StoreSettings]] = MomentoSettings
     enabled_by: ClassVar[str] = "MOMENTO_API_KEY"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (
         MomentoError,  # MomentoUnavailable too: an error answer is a 503, never a 500
@@ -226,7 +238,7 @@ class MomentoStore:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: MomentoSettings) -> Self | None:
         if settings.momento_api_key is None and settings.momento_endpoint is None:
             return None
         config: Configuration = Configurations.InRegion.Default.latest().with_client_timeout(
@@ -259,7 +271,7 @@ class MomentoStore:
         # Past the limit: undo exactly our own step (even if our caller times out now),
         # then let the compare-and-swap decide, from a value it reads, whether this step
         # fits once other overshoots are undone.
-        await _to_the_end(self._add(key, -by))
+        await to_the_end("undo overshoot", self._add(key, -by))
         return await self._capped_increment(key, by, COUNTER_LIMIT)
 
     async def _add(self, key: str, by: int) -> int:
@@ -293,7 +305,7 @@ class MomentoStore:
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
         # From the claim on, a caller's timeout must not strand a pending record: a claim
         # whose answer was lost may still have landed, and only this call can finish it.
-        return await _to_the_end(self._increment_once(key, by, cap, once))
+        return await to_the_end("increment_once", self._increment_once(key, by, cap, once))
 
     async def _increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
         record_key = RECORD_PREFIX + once.token.encode()
@@ -406,24 +418,6 @@ def _replay(record: _Record) -> Recorded:
     )
 
 
-_finishing: set["asyncio.Task[object]"] = set()
-
-
-async def _to_the_end(work: Coroutine[object, object, T]) -> T:
-    """Await `work`, which runs to its end even if the caller is cancelled (a timeout)."""
-    task = asyncio.ensure_future(work)
-    _finishing.add(task)
-    task.add_done_callback(_settled)
-    return await asyncio.shield(task)
-
-
-def _settled(task: "asyncio.Task[object]") -> None:
-    _finishing.discard(task)
-    if not task.cancelled():
-        # Retrieved here for a caller that timed out and already answered 503.
-        task.exception()
-
-
 def _since(started: float) -> timedelta:
     return timedelta(seconds=time.monotonic() - started)
 
@@ -477,7 +471,7 @@ def _with_reconnect_options(
     return options
 
 
-def _credentials(settings: Settings) -> CredentialProvider:
+def _credentials(settings: MomentoSettings) -> CredentialProvider:
     endpoint = settings.momento_endpoint
     api_key = settings.momento_api_key
     if endpoint is not None:

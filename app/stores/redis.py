@@ -18,9 +18,10 @@ Records and claims expire by Redis's own TTL. Keys outside P are never read or w
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import redis.asyncio as aioredis
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
@@ -38,9 +39,10 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.counter_range import COUNTER_LIMIT, bounded_cap
 from app.errors import CounterCapped, ReplicationShortfall, StoreUnavailable
-from app.settings import Settings
-from app.stores.base import COUNTER_LIMIT, Once, Recorded, bounded_cap
+from app.store_settings import StoreSettings, url_of
+from app.stores.base import Once, Recorded
 
 Client = aioredis.Redis | RedisCluster
 
@@ -141,8 +143,39 @@ def claim_key(prefix: str, token: str) -> str:
     return f"{prefix}once:{{{token}}}"
 
 
+class RedisSettings(StoreSettings):
+    """`REDIS_URL` enables the store; the password a URL may hold is a secret."""
+
+    redis_url: Annotated[SecretStr | None, AfterValidator(url_of("redis", "rediss", "unix"))] = None
+    redis_max_connections: int = Field(default=64, ge=1)
+    # Braces would move the cluster hash tag into the prefix (see the key layout above).
+    redis_key_prefix: str = Field(
+        default="atomic-counter:", min_length=1, max_length=100, pattern=r"^[^{}]+$"
+    )
+    redis_cluster: bool | None = None
+    """None: ask the server at setup (`INFO cluster`), and switch on a first MOVED."""
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    """Replicas that must hold a write (`WAIT`) before it is acknowledged; 0: the primary alone."""
+    # A quarter of the default store timeout: a missing replica answers as a shortfall
+    # (503, counted) well before the call itself times out.
+    redis_wait_timeout_ms: int = Field(default=500, gt=0, validate_default=True)
+
+    @field_validator("redis_wait_timeout_ms")
+    @classmethod
+    def _wait_within_store_timeout(cls, value: int, info: ValidationInfo) -> int:
+        store_timeout = info.data.get("store_timeout_seconds")
+        wait = info.data.get("redis_wait_replicas")
+        if wait and store_timeout is not None and value >= store_timeout * 1000:
+            raise ValueError(
+                f"must be below STORE_TIMEOUT_SECONDS ({store_timeout * 1000:g} ms) when "
+                "REDIS_WAIT_REPLICAS is set, so a missing replica is told apart from a timeout"
+            )
+        return value
+
+
 class RedisStore:
     name: ClassVar[str] = "redis"
+    settings: ClassVar[type[StoreSettings]] = RedisSettings
     enabled_by: ClassVar[str] = "REDIS_URL"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (
         RedisConnectionError,  # MaxConnectionsError and BusyLoadingError among them
@@ -197,7 +230,7 @@ class RedisStore:
         return isinstance(self._client, RedisCluster)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: RedisSettings) -> Self | None:
         if settings.redis_url is None:
             return None
         url = settings.redis_url.get_secret_value()

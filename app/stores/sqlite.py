@@ -1,6 +1,7 @@
 """The embedded default: a SQLite file, one atomic upsert per increment."""
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -8,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
+from pydantic import ValidationInfo, field_validator
+
+from app.counter_range import bounded_cap
 from app.errors import CounterCapped
-from app.settings import Settings
-from app.stores.base import Once, Recorded, bounded_cap
+from app.store_settings import StoreSettings
+from app.stores.base import Once, Recorded
 
 T = TypeVar("T")
 
@@ -71,8 +75,35 @@ _BUSY_SHARE = 0.8
 """The share of the store timeout a write may spend waiting for another process's lock."""
 
 
+class SqliteSettings(StoreSettings):
+    """The embedded store is always on: `SQLITE_PATH` only says where its file is."""
+
+    sqlite_path: Path = Path("./data/counters.db")
+
+    @field_validator("sqlite_path")
+    @classmethod
+    def _sqlite_path_writable(cls, value: Path, info: ValidationInfo) -> Path:
+        stores = info.data.get("stores")
+        if str(value) == ":memory:" or (stores is not None and "sqlite" not in stores):
+            return value
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory, not a database file")
+        if value.exists():
+            if not os.access(value, os.R_OK | os.W_OK):
+                raise ValueError(f"{value} is not writable")
+            return value
+        # The store creates missing directories: the nearest existing one must be writable.
+        parent = value.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create {value}: {parent} is not a writable directory")
+        return value
+
+
 class SqliteStore:
     name: ClassVar[str] = "sqlite"
+    settings: ClassVar[type[StoreSettings]] = SqliteSettings
     enabled_by: ClassVar[str] = "SQLITE_PATH"
     # DatabaseError, not only OperationalError: a file that is not (or no longer) a sound
     # database raises the base class itself, and is an outage to clients, not a 500.
@@ -84,7 +115,7 @@ class SqliteStore:
         self._db: _Connection | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SqliteSettings) -> Self:
         return cls(settings.sqlite_path, timeout=settings.store_timeout_seconds)
 
     async def setup(self) -> None:

@@ -6,17 +6,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import unquote, urlsplit
 
 import asyncmy
 from asyncmy.cursors import Cursor
 from asyncmy.errors import InterfaceError, OperationalError
 from asyncmy.pool import Pool
+from pydantic import AfterValidator, Field, SecretStr
 
+from app.counter_range import bounded_cap
 from app.errors import CounterCapped
-from app.settings import Settings
-from app.stores.base import Once, Recorded, bounded_cap
+from app.store_settings import StoreSettings, url_of
+from app.stores.base import Once, Recorded
 
 # VARBINARY, not VARCHAR ... utf8mb4_bin: that collation is PAD SPACE on TiDB, MySQL and
 # MariaDB, so "a" and "a " would be one counter. Bytes compare exactly, are
@@ -129,8 +131,19 @@ def _tls_context(ca: Path) -> ssl.SSLContext:
         raise ValueError(f"TIDB_SSL_CA: cannot load {ca}: {exc}") from None
 
 
+class TidbSettings(StoreSettings):
+    """`TIDB_URL` enables the store; the password it may hold is a secret."""
+
+    tidb_url: Annotated[
+        SecretStr | None, AfterValidator(url_of("mysql", "mysql+asyncmy", "tidb"))
+    ] = None
+    tidb_ssl_ca: Path | None = None
+    tidb_pool_size: int = Field(default=20, ge=1)
+
+
 class TidbStore:
     name: ClassVar[str] = "tidb"
+    settings: ClassVar[type[StoreSettings]] = TidbSettings
     enabled_by: ClassVar[str] = "TIDB_URL"
     # OperationalError: lost connection, cannot connect, and server-side conflicts and
     # lock-wait timeouts that a retry later resolves. InterfaceError: used a closed
@@ -151,7 +164,7 @@ class TidbStore:
         return f"{type(self).__name__}({self._target!r})"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: TidbSettings) -> Self | None:
         if settings.tidb_url is None:
             return None
         target = TidbTarget.from_url(settings.tidb_url.get_secret_value(), settings.tidb_ssl_ca)

@@ -50,6 +50,7 @@ class LocalServer:
     """One server process. Subclasses give its command line and readiness probe."""
 
     name: ClassVar[str]
+    """A store's name makes this the server its suites run on (`testing.backends`)."""
     preferred_port: ClassVar[int]
     start_timeout: ClassVar[float] = 30.0
     program: ClassVar[str] = ""
@@ -72,6 +73,10 @@ class LocalServer:
         if self.program and shutil.which(self.program) is None:
             return f"{self.program} is not installed (run `make test`, which installs it)"
         return None
+
+    def settings(self) -> dict[str, object]:
+        """The `Settings` field values that point the store at this server."""
+        raise NotImplementedError
 
     def prepare(self) -> None:
         """One-time work before the first start (initialise a data directory, ...)."""

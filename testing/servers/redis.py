@@ -33,6 +33,9 @@ class RedisServer(LocalServer):
             "--maxclients", "2000",
         ]  # fmt: skip
 
+    def settings(self) -> dict[str, object]:
+        return {"redis_url": self.url}
+
     def ready(self) -> bool:
         try:
             return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
@@ -53,9 +56,6 @@ class RedisTlsServer(TlsFiles, RedisServer):
     def url_trusting(self, ca: Path) -> str:
         """The `rediss://` URL whose client trusts `ca` (redis-py reads the query string)."""
         return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(ca), safe='')}"
-
-    def settings(self) -> dict[str, object]:
-        return {"redis_url": self.url}
 
     def command(self) -> list[str]:
         plain = super().command()

@@ -5,10 +5,10 @@ import logging
 from typing import ClassVar, Self
 from urllib.parse import unquote
 
+from app.counter_range import COUNTER_LIMIT
 from app.errors import CounterCapped
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
-from app.stores.base import COUNTER_LIMIT
 from testing.stores import NullStore
 
 

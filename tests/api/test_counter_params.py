@@ -17,9 +17,9 @@ from app.counter_params import (
     Operation,
     parse,
 )
+from app.counter_range import COUNTER_LIMIT
 from app.errors import InvalidRequest
 from app.main import create_app
-from app.stores.base import COUNTER_LIMIT
 from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.sqlite

@@ -5,10 +5,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.counter_range import COUNTER_LIMIT
 from app.main import create_app
 from app.settings import SettingsError
 from app.stores import STORE_TYPES
-from app.stores.base import COUNTER_LIMIT
 from tests.conftest import make_settings, serve, sqlite_client
 
 pytestmark = pytest.mark.sqlite

@@ -10,11 +10,11 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from app.counter_range import COUNTER_LIMIT
 from app.counters import Counters
 from app.errors import CounterCapped, StoreUnavailable
 from app.metrics import Metrics
 from app.stores import CounterStore
-from app.stores.base import COUNTER_LIMIT
 from tests.conftest import make_settings, serve
 
 TIMEOUT = 5.0

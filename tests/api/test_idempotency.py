@@ -16,11 +16,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.counter_range import COUNTER_LIMIT
 from app.errors import RequestInFlight
 from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES
-from app.stores.base import COUNTER_LIMIT
 from testing.backends import Backend
 from testing.stores import MemoryStore
 from tests.conftest import Servers, backend_params, make_settings, serve, serve_app
@@ -343,7 +343,7 @@ async def test_a_keyed_increment_past_the_counter_limit_is_409_not_500(tmp_path:
         store_types={**STORE_TYPES, "memory": MemoryStore},
     )
     async for http in serve_app(app):
-        app.state.counters._stores["memory"].values["full"] = COUNTER_LIMIT
+        app.state.counters.registry.get("memory").values["full"] = COUNTER_LIMIT
         headers = keyed()
         refused = await http.post("/memory/full", headers=headers)
         assert refused.status_code == 409
@@ -416,7 +416,7 @@ async def test_expired_records_are_purged_periodically(tmp_path: Path) -> None:
     app = create_app(settings, store_types={**STORE_TYPES, "memory": MemoryStore})
     async with LifespanManager(app):
         await asyncio.sleep(0.3)
-        store: Any = app.state.counters._stores["memory"]
+        store: Any = app.state.counters.registry.get("memory")
         assert store.purges >= 2
 
 

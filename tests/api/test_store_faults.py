@@ -12,9 +12,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app import counters as counters_module
+from app.counter_range import COUNTER_LIMIT
 from app.main import create_app
 from app.settings import Settings
-from app.stores.base import COUNTER_LIMIT
 from testing.stores import NullStore
 from tests.api.fake_stores import (
     FailingStore,

@@ -19,9 +19,9 @@ from momento.responses import (
     DeleteCache,
 )
 
+from app.counter_range import COUNTER_LIMIT
 from app.errors import CounterCapped, RequestInFlight
 from app.stores import momento
-from app.stores.base import COUNTER_LIMIT
 from app.stores.momento import MomentoContention, MomentoError, MomentoStore, MomentoUnavailable
 from testing.servers.momento import MomentoLocalServer
 from tests.conftest import Servers, make_settings, once, serve

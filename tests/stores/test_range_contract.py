@@ -2,9 +2,9 @@
 
 import pytest
 
+from app.counter_range import COUNTER_LIMIT
 from app.errors import CounterCapped
 from app.stores import CounterStore
-from app.stores.base import COUNTER_LIMIT
 from tests.conftest import once
 
 

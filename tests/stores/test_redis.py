@@ -15,9 +15,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.crc import key_slot
 
+from app.counter_range import COUNTER_LIMIT
 from app.errors import StoreUnavailable
 from app.settings import SettingsError, load_settings
-from app.stores.base import COUNTER_LIMIT, Once
+from app.stores.base import Once
 from app.stores.redis import RedisStore, claim_key, counter_key, record_key
 from testing.servers.redis import RedisClusterServer, RedisServer
 from tests.conftest import Servers, make_settings, once, open_store, serve

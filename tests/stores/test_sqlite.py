@@ -11,8 +11,9 @@ from typing import TypeVar
 
 import pytest
 
+from app.counter_range import COUNTER_LIMIT
 from app.errors import CounterCapped
-from app.stores.base import COUNTER_LIMIT, Recorded
+from app.stores.base import Recorded
 from app.stores.sqlite import SqliteStore
 from tests.conftest import once, open_store
 
