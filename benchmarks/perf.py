@@ -42,6 +42,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from app.bench.load import new_run_id  # noqa: E402
+from benchmarks.wrk import count_verdict, run_wrk  # noqa: E402
 from testing.backends import BACKENDS  # noqa: E402
 from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
 from testing.service import DeployedService, ServiceProcess  # noqa: E402
@@ -50,18 +51,6 @@ CONNECTIONS = 64
 WARMUP_SECONDS = 1.0
 RSS_INCREMENTS = 100_000
 RSS_TIME_LIMIT = 600.0
-
-# wrk reports its figures through this script's done() hook, as one JSON line.
-_WRK_SCRIPT = """
-wrk.method = "{method}"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{{"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d}}\\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
 
 
 class ReadyService(DeployedService):
@@ -82,7 +71,7 @@ class ReadyService(DeployedService):
 
 
 class Bench:
-    """The run's shared pieces: the wrk scripts, the console, and every figure for the JSON."""
+    """The run's shared pieces: the work dir, the console, and every figure for the JSON."""
 
     def __init__(self, workdir: Path, seconds: float, rounds: int, console: Console) -> None:
         self.workdir = workdir
@@ -91,17 +80,10 @@ class Bench:
         self.console = console
         self.results: dict[str, Any] = {}
         self.run_id = new_run_id()
-        for method in ("POST", "GET"):
-            (workdir / f"{method}.lua").write_text(_WRK_SCRIPT.format(method=method))
 
     def wrk(self, url: str, seconds: float, method: str = "POST") -> dict[str, Any]:
         """One bounded wrk load: req/s, p50/p99 in ms, status and socket errors."""
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s",
-             "-s", str(self.workdir / f"{method}.lua"), url],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
-        ).stdout  # fmt: skip
-        raw = json.loads(out.strip().splitlines()[-1])
+        raw = run_wrk(url, seconds, CONNECTIONS, self.workdir, method)
         seconds_run = raw["duration_us"] / 1e6
         return {
             "requests": raw["requests"],
@@ -119,11 +101,7 @@ class Bench:
         self.wrk(f"{base}/{store}/{key}-warmup", WARMUP_SECONDS)
         figures = self.wrk(f"{base}/{store}/{key}", self.seconds)
         final = httpx.get(f"{base}/{store}/{key}", timeout=10).json()["counter"]
-        ok = figures["requests"] - figures["non2xx"]
-        # Every 200 is one increment; requests wrk abandons when its time is up (at most
-        # one per connection) and socket errors may have been applied too.
-        correct = ok <= final <= ok + figures["errors"] + CONNECTIONS
-        figures["verdict"] = "correct" if correct else f"INCORRECT: {ok} ok, final {final}"
+        figures["verdict"] = count_verdict(figures, final, CONNECTIONS)
         return figures
 
     def hot_rounds(self, base: str, store: str, label: str) -> Callable[[int], dict[str, Any]]:
@@ -158,6 +136,16 @@ def verdicts(runs: list[dict[str, Any]]) -> str:
     verdict = "correct" if found == {"correct"} else "; ".join(sorted(found - {"correct"}))
     failed = sum(run.get("non2xx", 0) + run.get("errors", 0) for run in runs)
     return f"{verdict} ({failed:,} non-2xx or socket errors)" if failed else verdict
+
+
+def app_row(name: str, runs: list[dict[str, Any]]) -> list[str]:
+    """One app's row of an `app_table`: median req/s, median p99 and the runs' verdict."""
+    return [name, f"{median(runs, 'rps'):,.0f}", f"{median(runs, 'p99_ms'):.1f}", verdicts(runs)]
+
+
+def app_table(bench: Bench, title: str, rows: list[list[str]]) -> None:
+    """Apps side by side: an `app_row` each, and rows of their ratios."""
+    bench.table(title, ["app", "req/s", "p99 ms", "verdict"], rows)
 
 
 def group_commit_per_store(bench: Bench, on: str, off: str, stores: list[str]) -> None:
@@ -196,23 +184,21 @@ def dynamo_vs_naive(bench: Bench, on: str, naive: str) -> None:
             "service": lambda r: bench.hot(on, "dynamo", f"service-{r}"),
         }
     )
-    naive_rps, service_rps = median(runs["naive"], "rps"), median(runs["service"], "rps")
+    rps = {name: median(found, "rps") for name, found in runs.items()}
     bench.results["dynamo_vs_naive"] = {
-        "naive_rps": naive_rps,
-        "service_rps": service_rps,
-        "ratio": service_rps / naive_rps,
+        "naive_rps": rps["naive"],
+        "service_rps": rps["service"],
+        "ratio": rps["service"] / rps["naive"],
     }
-    bench.table(
+    app_table(
+        bench,
         "2. DynamoDB Local, one hot key: the service vs one UpdateItem per request (goal ≥ 4x)",
-        ["app", "req/s", "p99 ms", "verdict"],
         [
-            ["naive (UpdateItem per request)", f"{naive_rps:,.0f}",
-             f"{median(runs['naive'], 'p99_ms'):.1f}", verdicts(runs["naive"])],
-            ["service (group commit)", f"{service_rps:,.0f}",
-             f"{median(runs['service'], 'p99_ms'):.1f}", verdicts(runs["service"])],
-            ["service ÷ naive", f"{service_rps / naive_rps:.2f}", "", ""],
+            app_row("naive (UpdateItem per request)", runs["naive"]),
+            app_row("service (group commit)", runs["service"]),
+            ["service ÷ naive", f"{rps['service'] / rps['naive']:.2f}", "", ""],
         ],
-    )  # fmt: skip
+    )
 
 
 class DeployedLikeProcess(ServiceProcess):
@@ -248,23 +234,19 @@ def service_vs_bare(bench: Bench, on: str, off: str, bare: str, ceiling: str) ->
         "group_commit_off_rps": off_rps,
         "ceiling_ratio_group_commit_off": off_rps / ceiling_rps,
     }
-    bench.table(
+    app_table(
+        bench,
         "3. POST /redis/{hot id}: the service vs a bare FastAPI app and the Redis INCRBY ceiling",
-        ["app", "req/s", "p99 ms", "verdict"],
         [
-            ["bare FastAPI (dict, no store)", f"{bare_rps:,.0f}",
-             f"{median(runs['bare'], 'p99_ms'):.1f}", verdicts(runs["bare"])],
-            ["service (redis)", f"{service_rps:,.0f}",
-             f"{median(runs['service'], 'p99_ms'):.1f}", verdicts(runs["service"])],
-            ["raw ASGI, one Redis INCRBY", f"{ceiling_rps:,.0f}",
-             f"{median(runs['ceiling'], 'p99_ms'):.1f}", verdicts(runs["ceiling"])],
+            app_row("bare FastAPI (dict, no store)", runs["bare"]),
+            app_row("service (redis)", runs["service"]),
+            app_row("raw ASGI, one Redis INCRBY", runs["ceiling"]),
             ["service ÷ bare", f"{service_rps / bare_rps:.2f}", "", ""],
-            ["service, group commit off", f"{off_rps:,.0f}",
-             f"{median(runs['service_off'], 'p99_ms'):.1f}", verdicts(runs["service_off"])],
+            app_row("service, group commit off", runs["service_off"]),
             ["service ÷ INCRBY ceiling (goal ≥ 0.75)", f"{service_rps / ceiling_rps:.2f}", "", ""],
             ["same, group commit off", f"{off_rps / ceiling_rps:.2f}", "", ""],
         ],
-    )  # fmt: skip
+    )
 
 
 def bench_client(
@@ -424,14 +406,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, (title, names, ratios, goal) in zip(axes[0], panels, strict=True):
         bars = ax.bar(names, ratios, color="#1565c0")
-        for bar, ratio in zip(bars, ratios, strict=True):
-            ax.annotate(
-                f"{ratio:.2f}",
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
         if goal is not None:
             ax.axhline(goal, linestyle="--", color="#c62828", label=f"goal {goal:g}")
             ax.legend(fontsize=8)

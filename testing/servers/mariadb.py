@@ -4,8 +4,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote
+
+import asyncmy
 
 from testing.servers.base import LocalServer, ServerUnavailable, free_port, port_open
 from testing.servers.tls import TlsFiles
@@ -49,6 +51,17 @@ class MariaDbServer(LocalServer):
 
     def settings(self) -> dict[str, object]:
         return {"tidb_url": self.url}
+
+    async def connect(self, **options: Any) -> Any:
+        """A connection of its own, over TCP as the store connects, as the tests' user."""
+        return await asyncmy.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=USER,
+            password=PASSWORD,
+            database=DATABASE,
+            **options,
+        )
 
     def missing(self) -> str | None:
         absent = [program for program in self.programs if _find(program) is None]

@@ -13,7 +13,8 @@ import asyncio
 import re
 import signal
 import time
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from momento_wire_types import cacheclient_pb2 as pb
@@ -71,9 +72,34 @@ async def _check_ttl(context: Context, ttl_milliseconds: int) -> None:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "ttl must be positive")
 
 
+_Answer = TypeVar("_Answer", pb._SetIfResponse, pb._SetIfNotExistsResponse)
+
+
+def _stored_or_not(response: type[_Answer], stored: bool) -> _Answer:
+    """A conditional write's answer: both kinds have the same two cases."""
+    if stored:
+        return response(stored=response._Stored())
+    return response(not_stored=response._NotStored())
+
+
 class Scs(pb_grpc.ScsServicer):
     def __init__(self, caches: Caches) -> None:
         self._caches = caches
+
+    async def _target(self, context: Context, ttl_milliseconds: int) -> dict[bytes, Item]:
+        """The cache a write goes to, once the write's TTL is known to be valid."""
+        cache = await self._caches.of(context)
+        await _check_ttl(context, ttl_milliseconds)
+        return cache
+
+    def _store_if(
+        self, cache: dict[bytes, Item], request: Any, holds: Callable[[bytes | None], bool]
+    ) -> bool:
+        """Write the request's item if `holds` is true of the current value; whether it did."""
+        if not holds(self._caches.read(cache, request.cache_key)):
+            return False
+        cache[request.cache_key] = Item(request.cache_body, request.ttl_milliseconds)
+        return True
 
     async def Get(self, request: pb._GetRequest, context: Context) -> pb._GetResponse:  # noqa: N802
         value = self._caches.read(await self._caches.of(context), request.cache_key)
@@ -82,48 +108,40 @@ class Scs(pb_grpc.ScsServicer):
         return pb._GetResponse(result=pb.Hit, cache_body=value)
 
     async def Set(self, request: pb._SetRequest, context: Context) -> pb._SetResponse:  # noqa: N802
-        cache = await self._caches.of(context)
-        await _check_ttl(context, request.ttl_milliseconds)
+        cache = await self._target(context, request.ttl_milliseconds)
         cache[request.cache_key] = Item(request.cache_body, request.ttl_milliseconds)
         return pb._SetResponse(result=pb.Ok)
 
     async def SetIf(self, request: pb._SetIfRequest, context: Context) -> pb._SetIfResponse:  # noqa: N802
-        cache = await self._caches.of(context)
-        await _check_ttl(context, request.ttl_milliseconds)
+        cache = await self._target(context, request.ttl_milliseconds)
         condition = request.WhichOneof("condition")
         if condition is None:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "SetIf needs a condition")
-        current = self._caches.read(cache, request.cache_key)
-        check = getattr(request, condition)
-        expected = getattr(check, "value_to_check", None)
-        holds = {
-            "present": current is not None,
-            "present_and_not_equal": current is not None and current != expected,
-            "absent": current is None,
-            "equal": current is not None and current == expected,
-            "absent_or_equal": current is None or current == expected,
-            "not_equal": current is None or current != expected,
-        }[condition]
-        if not holds:
-            return pb._SetIfResponse(not_stored=pb._SetIfResponse._NotStored())
-        cache[request.cache_key] = Item(request.cache_body, request.ttl_milliseconds)
-        return pb._SetIfResponse(stored=pb._SetIfResponse._Stored())
+        expected = getattr(getattr(request, condition), "value_to_check", None)
+
+        def holds(current: bytes | None) -> bool:
+            return {
+                "present": current is not None,
+                "present_and_not_equal": current is not None and current != expected,
+                "absent": current is None,
+                "equal": current is not None and current == expected,
+                "absent_or_equal": current is None or current == expected,
+                "not_equal": current is None or current != expected,
+            }[condition]
+
+        return _stored_or_not(pb._SetIfResponse, self._store_if(cache, request, holds))
 
     async def SetIfNotExists(  # noqa: N802
         self, request: pb._SetIfNotExistsRequest, context: Context
     ) -> pb._SetIfNotExistsResponse:
-        cache = await self._caches.of(context)
-        await _check_ttl(context, request.ttl_milliseconds)
-        if self._caches.read(cache, request.cache_key) is not None:
-            return pb._SetIfNotExistsResponse(not_stored=pb._SetIfNotExistsResponse._NotStored())
-        cache[request.cache_key] = Item(request.cache_body, request.ttl_milliseconds)
-        return pb._SetIfNotExistsResponse(stored=pb._SetIfNotExistsResponse._Stored())
+        cache = await self._target(context, request.ttl_milliseconds)
+        stored = self._store_if(cache, request, lambda current: current is None)
+        return _stored_or_not(pb._SetIfNotExistsResponse, stored)
 
     async def Increment(  # noqa: N802
         self, request: pb._IncrementRequest, context: Context
     ) -> pb._IncrementResponse:
-        cache = await self._caches.of(context)
-        await _check_ttl(context, request.ttl_milliseconds)
+        cache = await self._target(context, request.ttl_milliseconds)
         current = self._caches.read(cache, request.cache_key)
         if current is not None and not _INTEGER.fullmatch(current):
             # The service's answer, as its SDKs report it.

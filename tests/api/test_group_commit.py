@@ -3,8 +3,6 @@
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -15,7 +13,7 @@ from app.counters import Counters
 from app.errors import CounterCapped, StoreUnavailable
 from app.metrics import Metrics
 from app.stores import CounterStore
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings
 
 TIMEOUT = 5.0
 
@@ -279,15 +277,10 @@ async def test_without_group_commit_every_increment_is_its_own_write(
     assert counted.steps == [1] * 50
 
 
-@pytest.fixture
-async def http(
-    backend_settings: dict[str, object], tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    values: dict[str, object] = {"sqlite_path": tmp_path / "api.db"} | backend_settings
-    settings = make_settings(**values)
-    assert settings.group_commit, "group commit is on by default"
-    async for client in serve(settings):
-        yield client
+def test_group_commit_is_on_by_default() -> None:
+    # So the `client` fixture batches, and the HTTP suites (capped concurrency among them,
+    # in test_counters_http) run over group commit.
+    assert make_settings().group_commit
 
 
 def store_writes(metrics: str, store: str) -> float:
@@ -297,24 +290,11 @@ def store_writes(metrics: str, store: str) -> float:
 
 
 async def test_over_http_300_concurrent_posts_give_1_to_300_in_fewer_writes(
-    http: httpx.AsyncClient, backend_name: str, key: str
+    client: httpx.AsyncClient, backend_name: str, key: str
 ) -> None:
-    responses = await asyncio.gather(*(http.post(f"/{backend_name}/{key}") for _ in range(300)))
+    responses = await asyncio.gather(*(client.post(f"/{backend_name}/{key}") for _ in range(300)))
     assert {response.status_code for response in responses} == {200}
     assert sorted(response.json()["counter"] for response in responses) == list(range(1, 301))
-    assert (await http.get(f"/{backend_name}/{key}")).json()["counter"] == 300
-    writes = store_writes((await http.get("/metrics")).text, backend_name)
+    assert (await client.get(f"/{backend_name}/{key}")).json()["counter"] == 300
+    writes = store_writes((await client.get("/metrics")).text, backend_name)
     assert 1 <= writes < 300
-
-
-async def test_over_http_capped_batches_answer_50_200s_and_150_409s(
-    http: httpx.AsyncClient, backend_name: str, key: str
-) -> None:
-    responses = await asyncio.gather(
-        *(http.post(f"/{backend_name}/{key}", params={"max": 50}) for _ in range(200))
-    )
-    ok = sorted(r.json()["counter"] for r in responses if r.status_code == 200)
-    capped = [r for r in responses if r.status_code == 409]
-    assert ok == list(range(1, 51))
-    assert len(capped) == 150
-    assert {r.json()["counter"] for r in capped} == {50}

@@ -22,15 +22,18 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES
 from testing.backends import Backend
+from testing.servers.base import LocalServer
 from testing.stores import MemoryStore
-from tests.conftest import Servers, backend_params, make_settings, serve, serve_app
+from tests.conftest import (
+    app_settings,
+    backend_params,
+    counter_body,
+    make_settings,
+    serve,
+    serve_app,
+)
 
 TIMEOUT = 1.0
-
-
-def with_backend(backend_settings: dict[str, object], tmp_path: Path, **values: Any) -> Settings:
-    """Settings that enable the backend's store (and sqlite, always), plus `values`."""
-    return make_settings(**({"sqlite_path": tmp_path / "c.db"} | backend_settings | values))
 
 
 def keyed(idempotency_key: str | None = None) -> dict[str, str]:
@@ -44,12 +47,7 @@ async def test_a_replay_returns_the_recorded_answer_and_changes_nothing(
     first = await client.post(path, params={"by": 2}, headers=headers)
     assert first.status_code == 200
     assert "Idempotent-Replayed" not in first.headers
-    assert first.json() == {
-        "store": backend_name,
-        "id": key,
-        "counter": 2,
-        "useConditionalWrites": False,
-    }
+    assert first.json() == counter_body(backend_name, key, 2)
     assert (await client.post(path)).json()["counter"] == 3, "unkeyed requests count as before"
 
     replay = await client.post(path, params={"by": 2}, headers=headers)
@@ -114,13 +112,9 @@ async def test_a_capped_answer_is_recorded_and_replayed_as_409(
     assert (await client.post(path)).json()["counter"] == 1
     capped = await client.post(path, params={"max": 1}, headers=headers)
     assert capped.status_code == 409
-    assert capped.json() == {
-        "error": "Counter has reached its maximum value of: 1",
-        "store": backend_name,
-        "id": key,
-        "counter": 1,
-        "useConditionalWrites": True,
-    }
+    assert capped.json() == counter_body(
+        backend_name, key, 1, conditional=True, error="Counter has reached its maximum value of: 1"
+    )
     assert (await client.post(path)).json()["counter"] == 2
     replay = await client.post(path, params={"max": 1}, headers=headers)
     assert replay.status_code == 409
@@ -132,7 +126,7 @@ async def test_a_capped_answer_is_recorded_and_replayed_as_409(
 async def test_keys_are_scoped_per_api_key(
     backend_settings: dict[str, object], backend_name: str, tmp_path: Path, key: str
 ) -> None:
-    settings = with_backend(backend_settings, tmp_path, api_keys="key-one,key-two")
+    settings = app_settings(tmp_path, backend_settings, api_keys="key-one,key-two")
     path, idem = f"/{backend_name}/{key}", keyed()
     async for client in serve(settings):
         one = {"x-api-key": "key-one"} | idem
@@ -148,7 +142,7 @@ async def test_keys_are_scoped_per_api_key(
 async def test_a_key_past_its_ttl_counts_again(
     backend_settings: dict[str, object], backend_name: str, tmp_path: Path, key: str
 ) -> None:
-    settings = with_backend(backend_settings, tmp_path, idempotency_ttl_seconds=1)
+    settings = app_settings(tmp_path, backend_settings, idempotency_ttl_seconds=1)
     path, headers = f"/{backend_name}/{key}", keyed()
     async for client in serve(settings):
         assert (await client.post(path, headers=headers)).json()["counter"] == 1
@@ -164,7 +158,7 @@ async def test_the_contract_holds_with_and_without_the_header(
 ) -> None:
     # A correctness test, not a latency one: the local stand-ins may take seconds to
     # serve 200 calls at once on a busy machine, and a 503 here would prove nothing.
-    settings = with_backend(backend_settings, tmp_path, store_timeout_seconds=30)
+    settings = app_settings(tmp_path, backend_settings, store_timeout_seconds=30)
     async for client in serve(settings):
         await check_contract_with_and_without_the_header(client, f"/{backend_name}/{key}")
 
@@ -190,23 +184,18 @@ async def check_contract_with_and_without_the_header(client: httpx.AsyncClient, 
 
 @pytest.mark.parametrize("backend", backend_params(with_server=True), indirect=True)
 async def test_a_retry_after_a_paused_datastore_counts_once(
-    backend: Backend, servers: Servers, tmp_path: Path, key: str
+    backend: Backend, dedicated_server: LocalServer, tmp_path: Path, key: str
 ) -> None:
-    assert backend.server is not None
-    server = servers.dedicated(backend.server)
-    settings = make_settings(
-        sqlite_path=tmp_path / "c.db",
-        store_timeout_seconds=TIMEOUT,
-        **backend.settings(server, tmp_path),
-    )
+    store_values = backend.settings(dedicated_server, tmp_path)
+    settings = app_settings(tmp_path, store_values, store_timeout_seconds=TIMEOUT)
     path, headers = f"/{backend.name}/{key}", keyed()
     async for client in serve(settings):
         await warm_up(client, f"/{backend.name}/{key}-warm-up")
-        server.pause()
+        dedicated_server.pause()
         try:
             lost = await client.post(path, headers=headers)
         finally:
-            server.resume()
+            dedicated_server.resume()
         assert lost.status_code == 503, "the answer was lost: the outcome is unknown"
         await assert_retry_counts_once(client, path, headers, expected=1)
 
@@ -347,13 +336,12 @@ async def test_a_keyed_increment_past_the_counter_limit_is_409_not_500(tmp_path:
         headers = keyed()
         refused = await http.post("/memory/full", headers=headers)
         assert refused.status_code == 409
-        assert refused.json() == {
-            "error": f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
-            "store": "memory",
-            "id": "full",
-            "counter": COUNTER_LIMIT,
-            "useConditionalWrites": False,
-        }
+        assert refused.json() == counter_body(
+            "memory",
+            "full",
+            COUNTER_LIMIT,
+            error=f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
+        )
         replay = await http.post("/memory/full", headers=headers)
         assert replay.headers["Idempotent-Replayed"] == "true"
         assert replay.json() == refused.json()

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from testing.backends import Backend
-from tests.conftest import Servers, backend_params, make_settings, serve
+from testing.servers.base import LocalServer
+from tests.conftest import app_settings, backend_params, serve
 
 TIMEOUT = 1.0
 RECONNECT_WITHIN = 1.0
@@ -22,15 +23,11 @@ RECONNECT_LONGER: dict[str, float] = {}
 
 @pytest.mark.parametrize("backend", backend_params(with_server=True), indirect=True)
 async def test_store_down_is_503_for_that_store_only_and_recovers(
-    backend: Backend, servers: Servers, tmp_path: Path, key: str
+    backend: Backend, dedicated_server: LocalServer, tmp_path: Path, key: str
 ) -> None:
-    assert backend.server is not None
-    server = servers.dedicated(backend.server)
-    settings = make_settings(
-        sqlite_path=tmp_path / "c.db",
-        store_timeout_seconds=TIMEOUT,
-        **backend.settings(server, tmp_path),
-    )
+    server = dedicated_server
+    store_values = backend.settings(server, tmp_path)
+    settings = app_settings(tmp_path, store_values, store_timeout_seconds=TIMEOUT)
     async for client in serve(settings):
         assert (await client.post(f"/{backend.name}/{key}")).json()["counter"] == 1
 
@@ -81,12 +78,10 @@ def black_hole() -> Iterator[int]:
 
 @pytest.fixture
 async def hung_redis_client(black_hole: int, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        sqlite_path=tmp_path / "c.db",
-        store_timeout_seconds=TIMEOUT,
-        redis_url=f"redis://:hunter2-secret@127.0.0.1:{black_hole}/0",
-    )
-    async for client in serve(settings):
+    redis_url = f"redis://:hunter2-secret@127.0.0.1:{black_hole}/0"
+    async for client in serve(
+        app_settings(tmp_path, store_timeout_seconds=TIMEOUT, redis_url=redis_url)
+    ):
         yield client
 
 
@@ -107,8 +102,8 @@ async def test_hung_store_times_out_with_503_within_the_timeout(
 async def test_no_secret_reaches_the_logs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(
-        sqlite_path=tmp_path / "c.db",
+    settings = app_settings(
+        tmp_path,
         store_timeout_seconds=TIMEOUT,
         api_keys="api-key-secret-1",
         # A refused connection makes the driver report the address it tried.

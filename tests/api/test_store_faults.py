@@ -23,7 +23,7 @@ from tests.api.fake_stores import (
     StubbornStore,
     with_stores,
 )
-from tests.conftest import make_settings, serve
+from tests.conftest import counter_body, make_settings, serve
 
 pytestmark = pytest.mark.sqlite
 
@@ -106,13 +106,12 @@ async def test_uncapped_increment_past_the_counter_limit_is_409_naming_the_limit
         assert last.json()["counter"] == COUNTER_LIMIT
         over = await http.post("/limit/x")
         assert over.status_code == 409
-        assert over.json() == {
-            "error": f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
-            "store": "limit",
-            "id": "x",
-            "counter": COUNTER_LIMIT,
-            "useConditionalWrites": False,
-        }
+        assert over.json() == counter_body(
+            "limit",
+            "x",
+            COUNTER_LIMIT,
+            error=f"Counter would pass the largest supported value: {COUNTER_LIMIT}",
+        )
         capped = await http.post("/limit/y", params={"max": 5})
         assert capped.json()["error"] == "Counter has reached its maximum value of: 5"
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from app.settings import SettingsError, load_settings
 from app.usage import DailyQuota, QuotaExceeded, TokenBucket
 from testing.servers.redis import RedisServer
 from testing.service import ServiceProcess
-from tests.conftest import Servers, make_settings, serve
+from tests.conftest import Servers, make_settings, serve, sqlite_client
 
 KEYS = {"one": {"x-api-key": "key-one"}, "two": {"x-api-key": "key-two"}}
 
@@ -37,16 +36,7 @@ def test_a_full_bucket_lets_the_burst_through_then_refills_at_the_rate() -> None
 # --- Rate limit over HTTP ------------------------------------------------------------------
 
 
-@pytest.fixture
-async def limited(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        sqlite_path=tmp_path / "c.db",
-        api_keys="key-one,key-two",
-        rate_limit_per_second=20,
-        rate_limit_burst=10,
-    )
-    async for http in serve(settings):
-        yield http
+limited = sqlite_client(api_keys="key-one,key-two", rate_limit_per_second=20, rate_limit_burst=10)
 
 
 @pytest.mark.sqlite

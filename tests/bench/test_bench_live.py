@@ -20,32 +20,33 @@ REQUESTS = 300
 CONCURRENCY = 16
 
 
+def serving(service: ServiceProcess) -> Iterator[str]:
+    """A module fixture's body: the service started, its URL, and stopped after the module."""
+    service.start()
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="module")
-def every_store(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, list[str]]]:
-    """The service with every backend enabled; (url, enabled stores).
+def every_store(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with every backend enabled.
 
     A server that cannot start skips these tests, naming it (fails them under
     ATOMIC_COUNTER_REQUIRE_SERVERS=1): a bench of fewer stores would pass for all of them.
     """
     workdir = tmp_path_factory.mktemp("bench-service")
     settings: dict[str, object] = {}
-    enabled: list[str] = []
     for backend in BACKENDS:
         server = servers.shared(backend.server) if backend.server is not None else None
         settings |= backend.settings(server, workdir)
-        enabled.append(backend.name)
-    service = ServiceProcess(workdir / "service", settings)
-    service.start()
-    try:
-        yield service.url, enabled
-    finally:
-        service.stop()
+    yield from serving(ServiceProcess(workdir / "service", settings))
 
 
-def bench(url: str, out: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    code = main(["bench", "--url", url, "--out", str(out), *args])
+def bench(url: str, out: Path, args: str) -> tuple[int, dict[str, Any]]:
+    """`atomic-counter bench ARGS` against `url`: its exit code and results.json, if any."""
+    code = main(["bench", "--url", url, "--out", str(out), *args.split()])
     results = out / "results.json"
     return code, json.loads(results.read_text()) if results.exists() else {}
 
@@ -63,32 +64,24 @@ def check_figures(figures: dict[str, Any], requests: int) -> None:
     assert len(figures["latency_percentiles_ms"]) == 101
 
 
-def test_bench_all_stores_is_correct(every_store: tuple[str, list[str]], tmp_path: Path) -> None:
-    url, enabled = every_store
+def test_bench_all_stores_is_correct(every_store: str, tmp_path: Path) -> None:
     code, doc = bench(
-        url,
-        tmp_path,
-        "--stores",
-        "all",
-        "--requests",
-        str(REQUESTS),
-        "--concurrency",
-        str(CONCURRENCY),
+        every_store, tmp_path, f"--stores all --requests {REQUESTS} --concurrency {CONCURRENCY}"
     )
 
     assert code == 0, doc.get("stores")
     assert doc["verdict"] == "correct"
-    assert doc["service"] == {"url": url, "version": __version__}
+    assert doc["service"] == {"url": every_store, "version": __version__}
     settings = doc["settings"]
-    assert enabled == [backend.name for backend in BACKENDS], "every store, none dropped"
-    assert settings["stores"] == enabled
+    every = [backend.name for backend in BACKENDS]
+    assert settings["stores"] == every, "every store, none dropped"
     assert (settings["requests"], settings["concurrency"], settings["keys"]) == (
         REQUESTS,
         CONCURRENCY,
         1,
     )
     assert settings["conditional"] is False
-    assert [figures["store"] for figures in doc["stores"]] == enabled
+    assert [figures["store"] for figures in doc["stores"]] == every
     for figures in doc["stores"]:
         check_figures(figures, REQUESTS)
         assert figures["ok"] == REQUESTS, figures["store"]
@@ -104,15 +97,15 @@ def test_bench_all_stores_is_correct(every_store: tuple[str, list[str]], tmp_pat
 
 
 def test_bench_conditional_over_the_cap_gets_exactly_max_by(
-    every_store: tuple[str, list[str]], tmp_path: Path
+    every_store: str, tmp_path: Path
 ) -> None:
-    url, _ = every_store
     # 3 keys, 100 attempts each, by 2 under max 41: exactly 20 successes per key, final 40.
     code, doc = bench(
-        url, tmp_path, "--stores", "all", "--requests", str(REQUESTS),
-        "--concurrency", str(CONCURRENCY), "--keys", "3", "--by", "2",
-        "--conditional", "--max", "41",
-    )  # fmt: skip
+        every_store,
+        tmp_path,
+        f"--stores all --requests {REQUESTS} --concurrency {CONCURRENCY}"
+        " --keys 3 --by 2 --conditional --max 41",
+    )
 
     assert code == 0, doc.get("stores")
     assert doc["verdict"] == "correct"
@@ -124,19 +117,9 @@ def test_bench_conditional_over_the_cap_gets_exactly_max_by(
         assert figures["verdict"]["status"] == "correct"
 
 
-def test_bench_stops_at_the_duration(every_store: tuple[str, list[str]], tmp_path: Path) -> None:
-    url, _ = every_store
+def test_bench_stops_at_the_duration(every_store: str, tmp_path: Path) -> None:
     code, doc = bench(
-        url,
-        tmp_path,
-        "--stores",
-        "sqlite",
-        "--duration",
-        "500ms",
-        "--concurrency",
-        "4",
-        "--keys",
-        "5",
+        every_store, tmp_path, "--stores sqlite --duration 500ms --concurrency 4 --keys 5"
     )
 
     assert code == 0
@@ -148,10 +131,9 @@ def test_bench_stops_at_the_duration(every_store: tuple[str, list[str]], tmp_pat
 
 
 def test_bench_refuses_a_store_the_service_has_not_enabled(
-    every_store: tuple[str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    every_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url, _ = every_store
-    code, doc = bench(url, tmp_path, "--stores", "sqlite,nosuch", "--requests", "1")
+    code, doc = bench(every_store, tmp_path, "--stores sqlite,nosuch --requests 1")
 
     assert code == 2
     assert doc == {}
@@ -161,25 +143,18 @@ def test_bench_refuses_a_store_the_service_has_not_enabled(
 @pytest.fixture(scope="module")
 def broken_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("broken-service")
-    service = ServiceProcess(
-        workdir,
-        {"sqlite_path": workdir / "c.db"},
-        target="testing.stores:create_broken_app",
-    )
-    service.start()
-    try:
-        yield service.url
-    finally:
-        service.stop()
+    settings: dict[str, object] = {"sqlite_path": workdir / "c.db"}
+    yield from serving(ServiceProcess(workdir, settings, target="testing.stores:create_broken_app"))
 
 
 def test_bench_catches_lost_increments_duplicates_and_overshoot(
     broken_service: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, doc = bench(
-        broken_service, tmp_path, "--stores", "broken", "--requests", "200", "--concurrency", "8",
-        "--conditional", "--max", "50",
-    )  # fmt: skip
+        broken_service,
+        tmp_path,
+        "--stores broken --requests 200 --concurrency 8 --conditional --max 50",
+    )
     printed = capsys.readouterr().out
 
     assert code == 1
@@ -194,16 +169,7 @@ def test_bench_catches_lost_increments_duplicates_and_overshoot(
 
 def test_bench_catches_the_broken_store_without_a_cap(broken_service: str, tmp_path: Path) -> None:
     code, doc = bench(
-        broken_service,
-        tmp_path,
-        "--stores",
-        "broken",
-        "--requests",
-        "200",
-        "--concurrency",
-        "8",
-        "--keys",
-        "2",
+        broken_service, tmp_path, "--stores broken --requests 200 --concurrency 8 --keys 2"
     )
 
     assert code == 1
@@ -221,26 +187,20 @@ def test_bench_catches_the_broken_store_without_a_cap(broken_service: str, tmp_p
     )
     # The real stores the same service serves stay correct beside it.
     code, doc = bench(
-        broken_service,
-        tmp_path / "sqlite",
-        "--stores",
-        "sqlite",
-        "--requests",
-        "50",
-        "--concurrency",
-        "8",
+        broken_service, tmp_path / "sqlite", "--stores sqlite --requests 50 --concurrency 8"
     )
     assert code == 0
 
 
 def test_bench_from_two_processes_merges_their_samples_exactly(
-    every_store: tuple[str, list[str]], tmp_path: Path
+    every_store: str, tmp_path: Path
 ) -> None:
-    url, _ = every_store
     code, doc = bench(
-        url, tmp_path, "--stores", "sqlite,redis", "--requests", str(REQUESTS),
-        "--concurrency", "8", "--processes", "2", "--keys", "3", "--warmup", "10",
-    )  # fmt: skip
+        every_store,
+        tmp_path,
+        f"--stores sqlite,redis --requests {REQUESTS} --concurrency 8"
+        " --processes 2 --keys 3 --warmup 10",
+    )
 
     assert code == 0, doc.get("stores")
     assert doc["settings"]["processes"] == 2
@@ -254,21 +214,19 @@ def test_bench_from_two_processes_merges_their_samples_exactly(
 @pytest.fixture(scope="module")
 def flaky_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("flaky-service")
-    service = ServiceProcess(workdir, {}, target="tests.bench.flaky_service:create_flaky_app")
-    service.start()
-    try:
-        yield service.url
-    finally:
-        service.stop()
+    yield from serving(
+        ServiceProcess(workdir, {}, target="tests.bench.flaky_service:create_flaky_app")
+    )
 
 
 def test_idempotent_bench_retries_landed_503s_and_expects_the_exact_count(
     flaky_service: str, tmp_path: Path
 ) -> None:
     code, doc = bench(
-        flaky_service, tmp_path, "--stores", "flaky", "--requests", "200",
-        "--concurrency", "8", "--idempotent", "--processes", "2",
-    )  # fmt: skip
+        flaky_service,
+        tmp_path,
+        "--stores flaky --requests 200 --concurrency 8 --idempotent --processes 2",
+    )
 
     assert code == 0, doc.get("stores")
     assert doc["settings"]["idempotent"] is True
@@ -283,9 +241,7 @@ def test_idempotent_bench_retries_landed_503s_and_expects_the_exact_count(
 def test_without_idempotency_keys_the_same_503s_are_only_inconclusive(
     flaky_service: str, tmp_path: Path
 ) -> None:
-    code, doc = bench(
-        flaky_service, tmp_path, "--stores", "flaky", "--requests", "200", "--concurrency", "8"
-    )
+    code, doc = bench(flaky_service, tmp_path, "--stores flaky --requests 200 --concurrency 8")
 
     assert code == 3
     [figures] = doc["stores"]

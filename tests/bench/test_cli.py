@@ -25,16 +25,21 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
-def test_a_run_without_a_bound_is_refused_and_says_why() -> None:
-    # As a user runs it: a process, exit code and message on stderr. No service is running.
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "bench", "--stores", "all"],
+def python(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` from the project root, as a user runs it: exit code and output."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_a_run_without_a_bound_is_refused_and_says_why() -> None:
+    # As a user runs it: a process, exit code and message on stderr. No service is running.
+    result = python("-m", "app.cli", "bench", "--stores", "all")
     assert result.returncode == 2
     assert "refusing to run without a bound" in result.stderr
     assert "--requests" in result.stderr
@@ -73,14 +78,7 @@ def test_bench_without_its_extra_names_the_install_and_exits_2() -> None:
         "import sys; sys.modules['rich'] = None; from app.cli import main; "
         "sys.exit(main(['bench', '--stores', 'all', '--requests', '1']))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python("-c", program)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "atomic-counter bench needs its extra: pip install 'atomic-counter[bench]' "

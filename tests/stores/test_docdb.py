@@ -17,16 +17,14 @@ from app.errors import CounterCapped
 from app.stores.docdb import DocumentDbStore
 from testing.servers.base import free_port
 from testing.servers.mongo import MongoWireServer
-from tests.conftest import Servers, make_settings, once, open_store
+from tests.conftest import make_settings, once, open_store, shared_server
 
 pytestmark = pytest.mark.docdb
 
 Document = dict[str, Any]
 
 
-@pytest.fixture
-def server(servers: Servers) -> MongoWireServer:
-    return servers.shared(MongoWireServer)
+server = shared_server(MongoWireServer)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from app.settings import SettingsError
 from app.stores.base import Once
 from app.stores.dynamo import DynamoStore
 from testing.servers.dynamodb import REGION, DynamoDbLocalServer
-from tests.conftest import Servers, make_settings, once, serve
+from tests.conftest import make_settings, once, serve, shared_server
 
 pytestmark = pytest.mark.dynamo
 
@@ -76,9 +76,7 @@ class AnswerDropper:
         )
 
 
-@pytest.fixture
-def dynamo(servers: Servers) -> DynamoDbLocalServer:
-    return servers.shared(DynamoDbLocalServer)
+dynamo = shared_server(DynamoDbLocalServer)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from app.errors import StoreUnavailable
 from app.stores import STORE_TYPES
 from testing.backends import Backend
-from tests.conftest import Servers, backend_params, open_store
+from testing.servers.base import LocalServer
+from tests.conftest import backend_params, open_store
 
 TIMEOUT = 1.0
 HANG = 20.0
@@ -21,15 +22,13 @@ HANG = 20.0
 
 @pytest.mark.parametrize("backend", backend_params(with_server=True), indirect=True)
 async def test_ping_raises_an_unavailable_error_once_the_server_stops(
-    backend: Backend, servers: Servers, tmp_path: Path
+    backend: Backend, dedicated_server: LocalServer, tmp_path: Path
 ) -> None:
-    assert backend.server is not None
-    server = servers.dedicated(backend.server)
-    values = {"store_timeout_seconds": TIMEOUT, **backend.settings(server, tmp_path)}
+    values = {"store_timeout_seconds": TIMEOUT, **backend.settings(dedicated_server, tmp_path)}
     async with open_store(STORE_TYPES[backend.name], **values) as store:
         await store.ping()
 
-        server.stop()
+        dedicated_server.stop()
         # Waited on, not wrapped in a timeout: a TimeoutError is an OSError, which some
         # stores list as "unavailable", so a hang must not pass for an answer.
         ping = asyncio.ensure_future(store.ping())

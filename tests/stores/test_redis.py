@@ -21,7 +21,7 @@ from app.settings import SettingsError, load_settings
 from app.stores.base import Once
 from app.stores.redis import RedisStore, claim_key, counter_key, record_key
 from testing.servers.redis import RedisClusterServer, RedisServer
-from tests.conftest import Servers, make_settings, once, open_store, serve
+from tests.conftest import Servers, make_settings, once, open_store, serve, shared_server
 
 pytestmark = pytest.mark.redis
 
@@ -42,14 +42,10 @@ AWKWARD_IDS = [
 ]
 
 
-@pytest.fixture
-def server(servers: Servers) -> RedisServer:
-    return servers.shared(RedisServer)
+server = shared_server(RedisServer)
 
 
-@pytest.fixture
-def cluster(servers: Servers) -> RedisClusterServer:
-    return servers.shared(RedisClusterServer)
+cluster = shared_server(RedisClusterServer)
 
 
 @pytest.fixture

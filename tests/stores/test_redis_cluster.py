@@ -12,7 +12,7 @@ import pytest
 
 from app.stores.redis import RedisStore
 from testing.servers.redis import RedisClusterServer
-from tests.conftest import Servers, open_store
+from tests.conftest import open_store, shared_server
 from tests.stores import test_contract, test_idempotency_contract, test_range_contract
 
 pytestmark = pytest.mark.redis
@@ -23,9 +23,7 @@ for _suite in (test_contract, test_idempotency_contract, test_range_contract):
     )
 
 
-@pytest.fixture
-def cluster(servers: Servers) -> RedisClusterServer:
-    return servers.shared(RedisClusterServer)
+cluster = shared_server(RedisClusterServer)
 
 
 @pytest.fixture

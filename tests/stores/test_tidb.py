@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-import asyncmy
 import pytest
 
 from app.errors import CounterCapped
 from app.stores.base import Once, Recorded
 from app.stores.tidb import TidbStore, TidbTarget
 from testing.servers.base import free_port
-from testing.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbServer
-from tests.conftest import Servers, make_settings, once, open_store
+from testing.servers.mariadb import DATABASE, USER, MariaDbServer
+from tests.conftest import Servers, make_settings, once, open_store, shared_server
 
 pytestmark = pytest.mark.tidb
 
@@ -26,9 +25,7 @@ REFUSED = "dead" * 8
 T = TypeVar("T")
 
 
-@pytest.fixture
-def server(servers: Servers) -> MariaDbServer:
-    return servers.shared(MariaDbServer)
+server = shared_server(MariaDbServer)
 
 
 @pytest.fixture
@@ -44,14 +41,7 @@ async def query(
     many: list[tuple[object, ...]] | None = None,
 ) -> list[tuple[object, ...]]:
     """Run one statement on a connection of its own, as the tests' user (autocommit)."""
-    conn = await asyncmy.connect(
-        host="127.0.0.1",
-        port=server.port,
-        user=USER,
-        password=PASSWORD,
-        database=DATABASE,
-        autocommit=True,
-    )
+    conn = await server.connect(autocommit=True)
     try:
         async with conn.cursor() as cursor:
             if many is not None:

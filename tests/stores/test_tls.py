@@ -7,20 +7,19 @@ the API turns into a 503, and no counter moves.
 """
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import asyncmy
 import pytest
 
 from app.stores import CounterStore
 from app.stores.redis import RedisStore
 from app.stores.tidb import TidbStore
-from testing.servers.mariadb import DATABASE, PASSWORD, USER, MariaDbTlsServer
+from testing.servers.mariadb import MariaDbTlsServer
 from testing.servers.redis import RedisTlsServer
 from testing.servers.tls import CertificateAuthority
-from tests.conftest import Servers, make_settings, open_store, serve
+from tests.conftest import Servers, app_settings, make_settings, open_store, serve
 
 # Failures here are refusals at the handshake, not waits: a short timeout keeps them fast.
 TIMEOUT = 2.0
@@ -88,15 +87,18 @@ async def assert_refused(
 
 
 async def assert_503_and_untouched(
-    name: str, values: dict[str, Any], trusted: dict[str, Any], key: str, tmp_path: Path
+    store_type: type[CounterStore],
+    values: dict[str, Any],
+    trusted: dict[str, Any],
+    key: str,
+    tmp_path: Path,
 ) -> None:
     """Through the API the refusal is a 503 naming the store, and the counter never moved."""
-    settings = make_settings(sqlite_path=tmp_path / "c.db", store_timeout_seconds=TIMEOUT, **values)
-    async for client in serve(settings):
+    name = store_type.name
+    async for client in serve(app_settings(tmp_path, values, store_timeout_seconds=TIMEOUT)):
         response = await client.post(f"/{name}/{key}")
         assert response.status_code == 503, response.text
         assert f"store '{name}' is unavailable" in response.json()["error"]
-    store_type: type[CounterStore] = TidbStore if name == "tidb" else RedisStore
     async with open_store(store_type, **trusted) as store:
         assert await store.get(key) == 0
 
@@ -130,42 +132,16 @@ async def test_tidb_without_tls_is_turned_away_by_a_server_that_requires_it(
     await assert_refused(TidbStore, {"tidb_url": mariadb_tls.url}, key, "Access denied")
 
 
-@pytest.mark.tidb
-async def test_tidb_refuses_a_server_certificate_from_another_ca(
-    mariadb_tls: MariaDbTlsServer, other_ca: CertificateAuthority, key: str, tmp_path: Path
-) -> None:
-    values = {"tidb_url": mariadb_tls.url, "tidb_ssl_ca": other_ca.cert}
-    await assert_refused(TidbStore, values, key, "certificate verify failed")
-    await assert_503_and_untouched("tidb", values, mariadb_tls.settings(), key, tmp_path)
-
-
-@pytest.mark.tidb
-async def test_tidb_refuses_a_certificate_issued_for_another_host_name(
-    servers: Servers, key: str
-) -> None:
-    server = servers.dedicated(MisnamedMariaDbTlsServer)
+async def tidb_gets_in_without_the_name_check(server: MariaDbTlsServer, key: str) -> None:
+    unchecked = ssl.create_default_context(cafile=str(server.ca.cert))
+    unchecked.check_hostname = False
+    conn = await server.connect(ssl=unchecked, connect_timeout=TIMEOUT)
     try:
-        await assert_refused(TidbStore, server.settings(), key, "IP address mismatch")
-        # The same CA without the name check gets in: the name alone was the refusal.
-        unchecked = ssl.create_default_context(cafile=str(server.ca.cert))
-        unchecked.check_hostname = False
-        conn = await asyncmy.connect(
-            host="127.0.0.1",
-            port=server.port,
-            user=USER,
-            password=PASSWORD,
-            database=DATABASE,
-            ssl=unchecked,
-            connect_timeout=TIMEOUT,
-        )
-        try:
-            async with conn.cursor() as cursor:
-                await cursor.execute("SELECT 1")
-                assert await cursor.fetchone() == (1,)
-        finally:
-            conn.close()
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+            assert await cursor.fetchone() == (1,)
     finally:
-        server.stop()
+        conn.close()
 
 
 # --- Redis ------------------------------------------------------------------------------
@@ -191,26 +167,72 @@ async def test_redis_without_tls_gets_nowhere_on_the_tls_port(
     await assert_refused(RedisStore, {"redis_url": plain}, key, "ConnectionError")
 
 
-@pytest.mark.redis
-async def test_redis_refuses_a_server_certificate_from_another_ca(
-    redis_tls: RedisTlsServer, other_ca: CertificateAuthority, key: str, tmp_path: Path
-) -> None:
-    values = {"redis_url": redis_tls.url_trusting(other_ca.cert)}
-    await assert_refused(RedisStore, values, key, "certificate verify failed")
-    await assert_503_and_untouched("redis", values, redis_tls.settings(), key, tmp_path)
+async def redis_gets_in_without_the_name_check(server: RedisTlsServer, key: str) -> None:
+    # redis-py reads its TLS options from the URL.
+    unchecked = f"{server.url}&ssl_check_hostname=false"
+    async with open_store(RedisStore, redis_url=unchecked) as store:
+        assert await store.increment(key) == 1
 
 
-@pytest.mark.redis
-async def test_redis_refuses_a_certificate_issued_for_another_host_name(
-    servers: Servers, key: str
+# --- Both: certificates a client must not trust -----------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("mariadb_tls", marks=pytest.mark.tidb, id="tidb"),
+        pytest.param("redis_tls", marks=pytest.mark.redis, id="redis"),
+    ]
+)
+def tls_server(request: pytest.FixtureRequest) -> MariaDbTlsServer | RedisTlsServer:
+    server: MariaDbTlsServer | RedisTlsServer = request.getfixturevalue(request.param)
+    return server
+
+
+async def test_a_server_certificate_from_another_ca_is_refused(
+    tls_server: MariaDbTlsServer | RedisTlsServer,
+    other_ca: CertificateAuthority,
+    key: str,
+    tmp_path: Path,
 ) -> None:
-    server = servers.dedicated(MisnamedRedisTlsServer)
+    store_type: type[CounterStore]
+    if isinstance(tls_server, MariaDbTlsServer):
+        store_type, values = TidbStore, {"tidb_url": tls_server.url, "tidb_ssl_ca": other_ca.cert}
+    else:
+        store_type, values = RedisStore, {"redis_url": tls_server.url_trusting(other_ca.cert)}
+    await assert_refused(store_type, values, key, "certificate verify failed")
+    await assert_503_and_untouched(store_type, values, tls_server.settings(), key, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "store_type", "gets_in_without_the_name_check"),
+    [
+        pytest.param(
+            MisnamedMariaDbTlsServer,
+            TidbStore,
+            tidb_gets_in_without_the_name_check,
+            marks=pytest.mark.tidb,
+            id="tidb",
+        ),
+        pytest.param(
+            MisnamedRedisTlsServer,
+            RedisStore,
+            redis_gets_in_without_the_name_check,
+            marks=pytest.mark.redis,
+            id="redis",
+        ),
+    ],
+)
+async def test_a_certificate_issued_for_another_host_name_is_refused(
+    servers: Servers,
+    key: str,
+    kind: type[MariaDbTlsServer | RedisTlsServer],
+    store_type: type[CounterStore],
+    gets_in_without_the_name_check: Callable[[Any, str], Awaitable[None]],
+) -> None:
+    server = servers.dedicated(kind)
     try:
-        await assert_refused(RedisStore, server.settings(), key, "IP address mismatch")
-        # Turning the name check off in the URL gets in: the name alone was the refusal,
-        # and redis-py reads its TLS options from the URL.
-        unchecked = f"{server.url}&ssl_check_hostname=false"
-        async with open_store(RedisStore, redis_url=unchecked) as store:
-            assert await store.increment(key) == 1
+        await assert_refused(store_type, server.settings(), key, "IP address mismatch")
+        # The same CA without the name check gets in: the name alone was the refusal.
+        await gets_in_without_the_name_check(server, key)
     finally:
         server.stop()
