@@ -128,7 +128,17 @@ class StoreGuard:
 
         async def run() -> T:
             background.runner.set(self)
-            return await self._bounded(work, BACKGROUND_TIMEOUT)
+            outcome = "error"
+            started = time.perf_counter()
+            try:
+                result = await self._bounded(work, BACKGROUND_TIMEOUT)
+                outcome = "ok"
+                return result
+            finally:
+                self._metrics.requests.labels(self.name, operation, outcome).inc()
+                self._metrics.latency.labels(self.name, operation).observe(
+                    time.perf_counter() - started
+                )
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)

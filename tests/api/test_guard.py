@@ -1,4 +1,4 @@
-"""A store's background work goes through its guard: bounded, logged, collected at close."""
+"""A store's background work goes through its guard: bounded, logged, counted, collected."""
 
 import asyncio
 import logging
@@ -51,20 +51,22 @@ class BackgroundStore(NullStore):
         return value
 
 
-def counters_of(store: BackgroundStore) -> Counters:
-    return Counters({store.name: store}, timeout=TIMEOUT, metrics=Metrics())
+def counters_of(store: BackgroundStore, metrics: Metrics | None = None) -> Counters:
+    return Counters({store.name: store}, timeout=TIMEOUT, metrics=metrics or Metrics())
 
 
 async def test_failed_background_work_is_logged_and_the_call_still_succeeds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = BackgroundStore()
-    counters = counters_of(store)
+    store, metrics = BackgroundStore(), Metrics()
+    counters = counters_of(store, metrics)
     with caplog.at_level(logging.WARNING, logger="atomic_counter"):
         assert await counters.increment(store.name, "fails") == 1
         await asyncio.sleep(0.05)
     failed = [r for r in caplog.records if r.getMessage() == "background store work failed"]
     assert len(failed) == 1
+    labels = {"store": "background", "operation": "prune", "outcome": "error"}
+    assert metrics.registry.get_sample_value("atomic_counter_requests_total", labels) == 1
     assert (failed[0].store, failed[0].operation) == ("background", "prune")  # type: ignore[attr-defined]
     assert "prune went wrong" in failed[0].error  # type: ignore[attr-defined]
     await counters.close()
