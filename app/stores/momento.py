@@ -285,6 +285,9 @@ class MomentoStore:
         )
         # (counter, token) of the markers this process is settling now: one task each.
         self._settling: set[tuple[str, str]] = set()
+        # Per counter, markers whose record is written: the next write of the counter, of
+        # any kind, drops them, so on a busy counter removing markers costs no extra call.
+        self._recorded: dict[str, dict[str, _Marker]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
@@ -355,9 +358,11 @@ class MomentoStore:
                 if counter.value + by > cap:
                     raise CounterCapped(current=counter.value, cap=cap)
                 self._settle_abandoned(key, counter)
+                kept = self._unrecorded(key, counter)
                 # Compare against the bytes read, not a re-rendering of them: that is
                 # what the server compares, whether Increment or this loop wrote them.
-                if await self._swap(key, counter.adding(by).encode(), raw):
+                if await self._swap(key, kept.adding(by).encode(), raw):
+                    self._dropped(key, counter, kept)
                     return counter.value + by
             await _backoff(attempt)
         raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
@@ -398,8 +403,10 @@ class MomentoStore:
                         math.floor(time.time()),
                         expires,
                     )
-                    marked = _Counter(marker.value, {**counter.markers, once.token: marker})
+                    kept = self._unrecorded(key, counter)
+                    marked = _Counter(marker.value, {**kept.markers, once.token: marker})
                     if await self._apply_once(key, marked.encode(), raw):
+                        self._dropped(key, counter, kept)
                         self._start_settling(key, once.token, marker)
                         return Recorded(marker.value, False, once.fingerprint, replayed=False)
                 await _backoff(attempt)
@@ -421,6 +428,25 @@ class MomentoStore:
         if recorded is None:  # recorded, and expired in between: this refusal stands
             return Recorded(current, True, once.fingerprint, replayed=False)
         return _replay(_Record.decode(recorded))
+
+    def _unrecorded(self, key: str, counter: _Counter) -> _Counter:
+        """The counter without the markers whose records this process has written."""
+        recorded = self._recorded.get(key)
+        if not recorded:
+            return counter
+        kept = {t: m for t, m in counter.markers.items() if recorded.get(t) != m}
+        return _Counter(counter.value, kept)
+
+    def _dropped(self, key: str, counter: _Counter, kept: _Counter) -> None:
+        """Forget the recorded markers a stored write left out: they are gone."""
+        recorded = self._recorded.get(key)
+        if recorded is None:
+            return
+        for token, marker in counter.markers.items():
+            if token not in kept.markers and recorded.get(token) == marker:
+                del recorded[token]
+        if not recorded:
+            del self._recorded[key]
 
     def _settle_abandoned(self, key: str, counter: _Counter) -> None:
         stale = math.floor(time.time()) - SETTLE_AFTER_SECONDS
@@ -460,10 +486,12 @@ class MomentoStore:
                             self._cache, record_key, outcome, timedelta(milliseconds=left), None
                         )
                     recorded = True
-                if await self._unmark(key, token, marker):
+                    self._recorded.setdefault(key, {})[token] = marker
+                if await self._unmark(key):
                     return
             except StoreUnavailable as exc:
                 if _since(started).total_seconds() >= OUTCOME_SECONDS:
+                    self._forget(key, token, marker)
                     log.warning(
                         "momento keyed increment left unsettled",
                         extra={"store": STORE_NAME, "error": f"{type(exc).__name__}: {exc}"},
@@ -472,15 +500,34 @@ class MomentoStore:
             await _backoff(attempt)
             attempt += 1
 
-    async def _unmark(self, key: str, token: str, marker: _Marker) -> bool:
-        """Remove the marker if the counter still holds it; False when a write raced ours."""
+    async def _unmark(self, key: str) -> bool:
+        """Remove the counter's recorded markers, unless a write dropped them already.
+
+        False when another write raced this one. Queued on the key's lock behind the
+        writes it would otherwise collide with, which usually leave it nothing to do.
+        """
         async with self._key_lock(key):
+            # Records written meanwhile are left to their own settling's turn.
+            recorded = dict(self._recorded.get(key, {}))
+            if not recorded:
+                return True
             raw = await self._get(key)
             counter = _Counter.decode(key, raw)
-            if counter.markers.get(token) != marker:
-                return True
-            rest = {t: m for t, m in counter.markers.items() if t != token}
-            return await self._swap(key, _Counter(counter.value, rest).encode(), raw)
+            kept = {t: m for t, m in counter.markers.items() if recorded.get(t) != m}
+            if kept != counter.markers and not await self._swap(
+                key, _Counter(counter.value, kept).encode(), raw
+            ):
+                return False
+            for token, marker in recorded.items():
+                self._forget(key, token, marker)
+            return True
+
+    def _forget(self, key: str, token: str, marker: _Marker) -> None:
+        recorded = self._recorded.get(key, {})
+        if recorded.get(token) == marker:
+            del recorded[token]
+        if not recorded:
+            self._recorded.pop(key, None)
 
     async def purge_expired(self) -> None:
         return None
