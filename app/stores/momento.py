@@ -47,7 +47,7 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import ClassVar, NoReturn, Self, TypeVar
 
@@ -261,6 +261,18 @@ class _Counter:
             ) from None
 
 
+class _Keyed:
+    """A keyed increment waiting to be applied, with the future its caller awaits."""
+
+    def __init__(self, by: int, cap: int, once: Once, nonce: str, loop: asyncio.AbstractEventLoop):
+        self.by = by
+        self.cap = cap
+        self.once = once
+        self.nonce = nonce  # this request's own: tells its marker from a later one
+        self.expires = _epoch_ms() + once.ttl_seconds * 1000
+        self.answer: asyncio.Future[Recorded] = loop.create_future()
+
+
 class _Marked(Exception):
     """Increment refused the counter: it holds markers, so it must be compare-and-swapped."""
 
@@ -288,6 +300,8 @@ class MomentoStore:
         # Per counter, markers whose record is written: the next write of the counter, of
         # any kind, drops them, so on a busy counter removing markers costs no extra call.
         self._recorded: dict[str, dict[str, _Marker]] = {}
+        # Per counter, keyed increments waiting for its lock: the holder applies them all.
+        self._keyed: dict[str, list[_Keyed]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self | None:
@@ -377,51 +391,106 @@ class MomentoStore:
         return await _to_the_end(self._increment_once(key, by, bounded_cap(cap), once))
 
     async def _increment_once(self, key: str, by: int, cap: int, once: Once) -> Recorded:
-        record_key = RECORD_PREFIX + once.token.encode()
-        nonce = secrets.token_hex(8)
-        expires = _epoch_ms() + once.ttl_seconds * 1000
+        request = _Keyed(by, cap, once, secrets.token_hex(8), asyncio.get_running_loop())
+        self._keyed.setdefault(key, []).append(request)
         async with self._key_lock(key):
+            if not request.answer.done():
+                # Everyone queued meanwhile goes in this one compare-and-swap.
+                await self._apply_batch(key, self._keyed.pop(key))
+        return await request.answer
+
+    async def _apply_batch(self, key: str, batch: list["_Keyed"]) -> None:
+        """Apply keyed increments of one counter, as one write; answer each one's future."""
+        try:
+            left = batch
             for attempt in range(CAS_ATTEMPTS):
-                raw = await self._get(key)
-                counter = _Counter.decode(key, raw)
-                marker = counter.markers.get(once.token)
-                if marker is not None:
-                    self._start_settling(key, once.token, marker)
-                    return _replay(_Record(marker.fingerprint, marker.value, capped=False))
-                # Only after the counter read: a record written before it is seen here.
-                recorded = await self._get(record_key)
-                if recorded is not None:
-                    return _replay(_Record.decode(recorded))
-                if counter.value <= COUNTER_LIMIT:
-                    if counter.value + by > cap:
-                        return await self._record_capped(record_key, once, counter.value, expires)
-                    self._settle_abandoned(key, counter)
-                    marker = _Marker(
-                        counter.value + by,
-                        once.fingerprint,
-                        nonce,
-                        math.floor(time.time()),
-                        expires,
-                    )
-                    kept = self._unrecorded(key, counter)
-                    marked = _Counter(marker.value, {**kept.markers, once.token: marker})
-                    if await self._apply_once(key, marked.encode(), raw):
-                        self._dropped(key, counter, kept)
-                        self._start_settling(key, once.token, marker)
-                        return Recorded(marker.value, False, once.fingerprint, replayed=False)
+                left = await self._try_batch(key, left)
+                if not left:
+                    return
                 await _backoff(attempt)
-        raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
+            raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
+        except Exception as exc:  # every caller waiting on this batch gets the failure
+            for request in batch:
+                if not request.answer.done():
+                    request.answer.set_exception(exc)
+
+    async def _try_batch(self, key: str, batch: list["_Keyed"]) -> list["_Keyed"]:
+        """One attempt: answer what it can, return the requests left for another."""
+        raw = await self._get(key)
+        counter = _Counter.decode(key, raw)
+        firsts: dict[str, _Keyed] = {}
+        for request in batch:
+            marker = counter.markers.get(request.once.token)
+            if marker is not None:
+                self._start_settling(key, request.once.token, marker)
+                request.answer.set_result(
+                    _replay(_Record(marker.fingerprint, marker.value, capped=False))
+                )
+            else:
+                firsts.setdefault(request.once.token, request)
+        # Only after the counter read: a record written before it is seen here.
+        records = await asyncio.gather(
+            *(self._get(RECORD_PREFIX + token.encode()) for token in firsts)
+        )
+        for request, recorded in zip(firsts.values(), records, strict=True):
+            if recorded is not None:
+                request.answer.set_result(_replay(_Record.decode(recorded)))
+        if counter.value > COUNTER_LIMIT:  # another caller's overshoot, about to be undone
+            return [r for r in batch if not r.answer.done()]
+        value, markers, refused = counter.value, {}, []
+        now = math.floor(time.time())
+        for request in firsts.values():
+            if request.answer.done():
+                continue
+            if value + request.by > request.cap:
+                refused.append((request, value))
+            else:
+                value += request.by
+                markers[request.once.token] = _Marker(
+                    value, request.once.fingerprint, request.nonce, now, request.expires
+                )
+        if markers:
+            self._settle_abandoned(key, counter)
+            kept = self._unrecorded(key, counter)
+            marked = _Counter(value, {**kept.markers, **markers})
+            if not await self._apply_once(key, marked.encode(), raw):
+                return [r for r in batch if not r.answer.done()]
+            self._dropped(key, counter, kept)
+            for token, marker in markers.items():
+                self._start_settling(key, token, marker)
+                firsts[token].answer.set_result(
+                    Recorded(marker.value, False, marker.fingerprint, replayed=False)
+                )
+        outcomes = await asyncio.gather(
+            *(self._record_capped(request, current) for request, current in refused),
+            return_exceptions=True,
+        )
+        for (request, _), outcome in zip(refused, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                request.answer.set_exception(outcome)
+            else:
+                request.answer.set_result(outcome)
+        # Copies of a token sent at once: each gets the first copy's outcome, as a replay.
+        for request in batch:
+            if not request.answer.done():
+                first = firsts[request.once.token].answer
+                error = first.exception()
+                if error is not None:
+                    request.answer.set_exception(error)
+                else:
+                    request.answer.set_result(replace(first.result(), replayed=True))
+        return []
 
     async def _apply_once(self, key: str, value: bytes, raw: bytes | None) -> bool:
         """The keyed increment's one write: the new value and its marker, if `raw` is current."""
         return await self._swap(key, value, raw)
 
-    async def _record_capped(
-        self, record_key: bytes, once: Once, current: int, expires: int
-    ) -> Recorded:
+    async def _record_capped(self, request: "_Keyed", current: int) -> Recorded:
         """Record a refusal; the first outcome recorded for the token is the one it keeps."""
+        once = request.once
         outcome = _Record(once.fingerprint, current, capped=True)
-        ttl = timedelta(milliseconds=max(1, expires - _epoch_ms()))
+        ttl = timedelta(milliseconds=max(1, request.expires - _epoch_ms()))
+        record_key = RECORD_PREFIX + once.token.encode()
         if await self._set_if(self._cache, record_key, outcome.encode(), ttl, None):
             return Recorded(current, True, once.fingerprint, replayed=False)
         recorded = await self._get(record_key)

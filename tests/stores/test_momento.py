@@ -479,6 +479,29 @@ async def test_concurrent_keyed_and_unkeyed_increments_from_several_processes_st
             await store.close()
 
 
+async def test_capped_keyed_increments_from_several_processes_stop_exactly_at_the_cap(
+    server: MomentoLocalServer, key: str
+) -> None:
+    stores = [await open_store(server) for _ in range(4)]
+    try:
+        tokens = [once() for _ in range(200)]
+        first = await asyncio.gather(
+            *(stores[i % 4].increment_once(key, 1, 50, t) for i, t in enumerate(tokens))
+        )
+        assert sorted(r.value for r in first if not r.capped) == list(range(1, 51))
+        assert [r.value for r in first if r.capped] == [50] * 150
+        assert not any(r.replayed for r in first)
+        again = await asyncio.gather(
+            *(stores[(i + 1) % 4].increment_once(key, 1, 50, t) for i, t in enumerate(tokens))
+        )
+        assert [(r.value, r.capped) for r in again] == [(r.value, r.capped) for r in first]
+        assert all(r.replayed for r in again)
+        assert await stores[0].get(key) == 50
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_record_keys_never_meet_a_counter_id(store: MomentoStore, key: str) -> None:
     token = once()
     assert (await store.increment_once(key, 1, None, token)).value == 1
