@@ -1,4 +1,4 @@
-"""Momento (serverless cache): one Increment per increment; compare-and-swap on SetIf when capped.
+"""Momento (serverless cache): one Increment each; a SetIf compare-and-swap if capped or keyed.
 
 The counter range. Momento's Increment is unbounded (int64), so an unconditional increment
 is applied first and checked after: a result within `COUNTER_LIMIT` is returned as is (the
@@ -16,19 +16,23 @@ above the limit and that counter answers 503 until it expires: never a wrong val
 Idempotency keys (`increment_once`): exactly once. Momento has no multi-key atomicity, so
 a keyed increment writes its token into the counter's own item, in the same compare-and-swap
 that adds its step: the item then holds the value and a *marker* per keyed increment whose
-outcome record is not written yet (token, value produced, fingerprint, nonce). One attempt:
+outcome record may not be written yet (token, value produced, fingerprint, nonce). One attempt:
 1. `Get` the counter; a marker for the token is the outcome (a replay);
 2. `Get` the outcome record (`RECORD_PREFIX + token`); one there is the outcome (a replay);
 3. refused by the cap: record that outcome (`SetIf absent` on the record key); else
    `SetIf(equal=<the counter bytes read in 1>)` writes value + by with this call's marker.
-Reading the counter before the record is what makes it exact: the marker leaves the counter
-only after the record is written, so a counter read without the marker followed by a record
+Reading the counter before the record is what makes it exact: a marker leaves the counter
+only after its record is written, so a counter read without the marker followed by a record
 miss means the step has not been applied, and the `SetIf` conditional on that read applies it
 only if nothing changed since. A lost answer (timeout, reset) is therefore never ambiguous
 for long: the retry's step 1 or 2 finds the outcome, or the `SetIf` it was racing can no
-longer land (the counter's bytes moved on: values only grow, and a marker set never recurs).
-Afterwards, apart from the caller, the record is written and the marker removed ("settled");
-any request that finds a marker settles it too, and so does any compare-and-swap that sees a
+longer land (the counter never holds bytes from before a later step again: its value never
+falls back below one it held, and markers only come with a higher value).
+In one process, keyed increments of a counter that queue on its lock are applied together by
+the lock's holder: one counter read, their record reads at once, one `SetIf` for them all.
+Afterwards, apart from the caller, each record is written, and the marker is dropped by the
+counter's next write of any kind, or by a write of its own when none comes ("settled"). A
+request that finds a marker settles it too, and so does any compare-and-swap that sees a
 marker older than `SETTLE_AFTER_SECONDS` (its request's process died).
 While a counter holds markers it is JSON text, which `Increment` refuses
 (FAILED_PRECONDITION): unkeyed increments of that counter then take the compare-and-swap
