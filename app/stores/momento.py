@@ -417,6 +417,10 @@ class MomentoStore:
             for request in batch:
                 if not request.answer.done():
                     request.answer.set_exception(exc)
+        finally:
+            # Cancelled (only at shutdown: callers are shielded): nobody waits forever.
+            for request in batch:
+                request.answer.cancel()
 
     async def _try_batch(self, key: str, batch: list["_Keyed"]) -> list["_Keyed"]:
         """One attempt: answer what it can, return the requests left for another."""
