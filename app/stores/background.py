@@ -49,6 +49,10 @@ class _Unguarded:
     def orphan(self, task: "asyncio.Task[Any]") -> None:
         pass
 
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
 
 runner: ContextVar[Runner | None] = ContextVar("store_runner", default=None)
 """The runner of the store call in progress: its guard sets it for the call's own task."""
@@ -73,3 +77,8 @@ async def to_the_end(operation: str, work: Coroutine[Any, Any, T]) -> T:
     except asyncio.CancelledError:
         run.orphan(task)
         raise
+
+
+async def drain_unguarded() -> None:
+    """Wait until the work of stores used on their own (a benchmark's) has ended."""
+    await _unguarded.drain()

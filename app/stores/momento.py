@@ -1,4 +1,4 @@
-"""Momento (serverless cache): one Increment per increment; compare-and-swap on SetIf when capped.
+"""Momento (serverless cache): one Increment each; a SetIf compare-and-swap if capped or keyed.
 
 The counter range. Momento's Increment is unbounded (int64), so an unconditional increment
 is applied first and checked after: a result within `COUNTER_LIMIT` is returned as is (the
@@ -13,34 +13,45 @@ the counter holds exactly the sum of the increments its callers were told succee
 process dies (or Momento fails) between an overshoot and its compensation, the counter stays
 above the limit and that counter answers 503 until it expires: never a wrong value.
 
-Idempotency keys (`increment_once`). Momento has no multi-key atomicity, so the guarantee is
-*at most once*, and exactly once whenever the request lives to record its outcome:
-1. claim the token: `SetIf(absent_or_equal="released")` writes "pending" (fingerprint and a
-   nonce of this call) to the record key with the token's TTL; a copy that loses the claim
-   reads the record and replays its outcome, or raises `RequestInFlight` while it is pending;
-2. apply the increment (as `increment`, capped outcomes included);
-3. replace the claim with the outcome by `SetIf(equal=this call's pending bytes)`: retried
-   on a transient error, it never overwrites another request's record.
-Once claimed, steps 2 and 3 run to their end even if the caller times out, so a retry
-replays the outcome. A request whose process dies, or whose Momento calls fail, between 1
-and 3 leaves its claim pending, so every copy answers 409 until the token's TTL ends,
-whether or not the increment landed: never twice. The one
-failure known to have written nothing (compare-and-swap contention) releases its claim,
-by a write conditional on that claim, so a retry may run at once.
+Idempotency keys (`increment_once`): exactly once. Momento has no multi-key atomicity, so
+a keyed increment writes its token into the counter's own item, in the same compare-and-swap
+that adds its step: the item then holds the value and a *marker* per keyed increment whose
+outcome record may not be written yet (token, value produced, fingerprint, nonce). One attempt:
+1. `Get` the counter; a marker for the token is the outcome (a replay);
+2. `Get` the outcome record (`RECORD_PREFIX + token`); one there is the outcome (a replay);
+3. refused by the cap: record that outcome (`SetIf absent` on the record key); else
+   `SetIf(equal=<the counter bytes read in 1>)` writes value + by with this call's marker.
+Reading the counter before the record is what makes it exact: a marker leaves the counter
+only after its record is written, so a counter read without the marker followed by a record
+miss means the step has not been applied, and the `SetIf` conditional on that read applies it
+only if nothing changed since. A lost answer (timeout, reset) is therefore never ambiguous
+for long: the retry's step 1 or 2 finds the outcome, or the `SetIf` it was racing can no
+longer land (the counter never holds bytes from before a later step again: its value never
+falls back below one it held, and markers only come with a higher value).
+In one process, keyed increments of a counter that queue on its lock are applied together by
+the lock's holder: one counter read, their record reads at once, one `SetIf` for them all.
+Afterwards, apart from the caller, each record is written, and the marker is dropped by the
+counter's next write of any kind, or by a write of its own when none comes ("settled"). A
+request that finds a marker settles it too, and so does any compare-and-swap that sees a
+marker older than `SETTLE_AFTER_SECONDS` (its request's process died).
+While a counter holds markers it is JSON text, which `Increment` refuses
+(FAILED_PRECONDITION): unkeyed increments of that counter then take the compare-and-swap
+path, and the counter is plain decimal text again once its markers are settled.
 Record keys start with a NUL byte, which no counter id (no control characters) can contain.
 Records expire by Momento's TTL, so `purge_expired` has nothing to do.
 """
 
 import asyncio
-import contextlib
+import json
 import logging
+import math
 import random
 import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import ClassVar, NoReturn, Self
 
@@ -58,9 +69,9 @@ from momento_wire_types import common_pb2 as common_pb
 from pydantic import Field, SecretStr
 
 from app.counter_range import COUNTER_LIMIT, bounded_cap
-from app.errors import CounterCapped, RequestInFlight, StoreUnavailable
+from app.errors import CounterCapped, StoreUnavailable
 from app.store_settings import SettingsError, StoreSettings
-from app.stores.background import to_the_end
+from app.stores.background import in_background, to_the_end
 from app.stores.base import Once, Recorded
 
 log = logging.getLogger("atomic_counter")
@@ -91,14 +102,14 @@ RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
 
 # A counter id has no control characters, so no id is spelled like a record key.
 RECORD_PREFIX = b"\x00idempotency:"
-# A claim given up on when nothing was written: free for the next claim to take.
-RELEASED = b"released"
-# The SDK never retries SetIf; the outcome write is conditional on this call's own claim,
-# so repeating it is harmless, and it is retried here for this long. A claim left pending
-# answers 409 to every retry of its key until the TTL ends, although its increment counted;
-# a few attempts gave up inside a 2 s stall or a held connection. The caller has its answer
-# already (this runs to its end apart from it), so only the record waits.
+# Settling a keyed increment (writing its record, then removing its marker) is retried for
+# this long, through a stall or a failover; the caller has its answer already. A marker left
+# behind is settled later, so this bounds the work, not correctness.
 OUTCOME_SECONDS = 15.0
+# A marker this old belongs to a request that will not settle it (its process died, or its
+# settling gave up): the next compare-and-swap of that counter settles it instead. Far above
+# OUTCOME_SECONDS, so a live request's own settling is not duplicated.
+SETTLE_AFTER_SECONDS = 60
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -186,25 +197,20 @@ class SetIf:
 
 @dataclass(frozen=True, slots=True)
 class _Record:
-    """An idempotency record: a claim (`value is None`) or the outcome it led to."""
+    """The outcome record of a keyed increment, kept under its token for the token's TTL."""
 
     fingerprint: str
-    nonce: str = ""
-    value: int | None = None
-    capped: bool = False
+    value: int
+    capped: bool
 
     def encode(self) -> bytes:
-        if self.value is None:
-            return f"pending:{self.fingerprint}:{self.nonce}".encode()
         return f"done:{self.fingerprint}:{self.value}:{int(self.capped)}".encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> "_Record":
         match raw.decode("ascii", "replace").split(":"):
-            case ["pending", fingerprint, nonce]:
-                return cls(fingerprint, nonce)
             case ["done", fingerprint, value, "0" | "1" as capped] if value.isdigit():
-                return cls(fingerprint, value=int(value), capped=capped == "1")
+                return cls(fingerprint, int(value), capped == "1")
         raise MomentoError(MomentoErrorCode.FAILED_PRECONDITION_ERROR, "unreadable record")
 
 
@@ -215,6 +221,75 @@ class MomentoSettings(StoreSettings):
     momento_endpoint: str | None = None
     momento_cache_name: str = "atomic-counters"
     momento_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    """A keyed increment applied to the counter whose record is not written yet."""
+
+    value: int
+    fingerprint: str
+    nonce: str  # this request's own: tells its marker from a later one of the same token
+    applied: int  # epoch s
+    expires: int  # epoch ms: when the record ends, so whoever settles it knows its TTL
+
+
+@dataclass(frozen=True, slots=True)
+class _Counter:
+    """A counter item: plain decimal text, or JSON with the markers of keyed increments.
+
+    JSON starts with "{", which Momento's Increment refuses, so an unkeyed increment can
+    never add to a counter without keeping its markers.
+    """
+
+    value: int
+    markers: dict[str, _Marker]
+
+    def encode(self) -> bytes:
+        if not self.markers:
+            return str(self.value).encode()
+        marked = {
+            token: [m.value, m.fingerprint, m.nonce, m.applied, m.expires]
+            for token, m in self.markers.items()
+        }
+        return json.dumps({"v": self.value, "k": marked}, separators=(",", ":")).encode()
+
+    def adding(self, by: int) -> "_Counter":
+        return _Counter(self.value + by, self.markers)
+
+    @classmethod
+    def decode(cls, key: str, raw: bytes | None) -> "_Counter":
+        if raw is None:
+            return cls(0, {})
+        try:
+            if not raw.startswith(b"{"):
+                return cls(int(raw), {})
+            item = json.loads(raw)
+            markers = {
+                token: _Marker(int(v), str(fp), str(nonce), int(applied), int(expires))
+                for token, (v, fp, nonce, applied, expires) in item["k"].items()
+            }
+            return cls(int(item["v"]), markers)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise MomentoError(
+                MomentoErrorCode.FAILED_PRECONDITION_ERROR, f"counter {key!r} is not an integer"
+            ) from None
+
+
+class _Keyed:
+    """A keyed increment waiting to be applied, with the future its caller awaits."""
+
+    def __init__(self, by: int, cap: int, once: Once, nonce: str, loop: asyncio.AbstractEventLoop):
+        self.by = by
+        self.cap = cap
+        self.once = once
+        self.nonce = nonce  # this request's own: tells its marker from a later one
+        self.expires = _epoch_ms() + once.ttl_seconds * 1000
+        self.answer: asyncio.Future[Recorded] = loop.create_future()
+
+
+class _Marked(Exception):
+    """Increment refused the counter: it holds markers, so it must be compare-and-swapped."""
 
 
 class MomentoStore:
@@ -231,11 +306,18 @@ class MomentoStore:
         self._cache = cache
         self._ttl = ttl
         self._set_if = SetIf(client)
-        # Capped increments of one key queue here, so callers in this process take turns
+        # Compare-and-swap writes of one key queue here, so callers in this process take turns
         # instead of beating each other's CAS; other processes still race through SetIf.
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # (counter, token) of the markers this process is settling now: one task each.
+        self._settling: set[tuple[str, str]] = set()
+        # Per counter, markers whose record is written: the next write of the counter, of
+        # any kind, drops them, so on a busy counter removing markers costs no extra call.
+        self._recorded: dict[str, dict[str, _Marker]] = {}
+        # Per counter, keyed increments waiting for its lock: the holder applies them all.
+        self._keyed: dict[str, list[_Keyed]] = {}
 
     @classmethod
     def from_settings(cls, settings: MomentoSettings) -> Self | None:
@@ -265,129 +347,283 @@ class MomentoStore:
             return await self._capped_increment(key, by, bounded_cap(cap))
         if by > COUNTER_LIMIT:
             raise CounterCapped(current=await self.get(key), cap=COUNTER_LIMIT)
-        value = await self._add(key, by)
+        try:
+            value = await self._add(key, by)
+        except _Marked:
+            # Keyed increments of this counter are being settled: add beside their markers.
+            return await self._capped_increment(key, by, COUNTER_LIMIT)
         if value <= COUNTER_LIMIT:
             return value
         # Past the limit: undo exactly our own step (even if our caller times out now),
         # then let the compare-and-swap decide, from a value it reads, whether this step
-        # fits once other overshoots are undone.
+        # fits once other overshoots are undone. No keyed write adds markers to a counter
+        # above the limit, so the undo always meets plain text.
         await to_the_end("undo overshoot", self._add(key, -by))
         return await self._capped_increment(key, by, COUNTER_LIMIT)
 
     async def _add(self, key: str, by: int) -> int:
         response = await self._client.increment(self._cache, key, by)
         if isinstance(response, CacheIncrement.Error):
+            if response.error_code is MomentoErrorCode.FAILED_PRECONDITION_ERROR:
+                raise _Marked()
             _raise(response.inner_exception)
         assert isinstance(response, CacheIncrement.Success)
         return int(response.value)
 
-    async def _capped_increment(self, key: str, by: int, cap: int) -> int:
+    def _key_lock(self, key: str) -> asyncio.Lock:
         lock = self._key_locks.get(key)
         if lock is None:
             lock = self._key_locks[key] = asyncio.Lock()
-        async with lock:
+        return lock
+
+    async def _capped_increment(self, key: str, by: int, cap: int) -> int:
+        async with self._key_lock(key):
             return await self._compare_and_swap(key, by, cap)
 
     async def _compare_and_swap(self, key: str, by: int, cap: int) -> int:
         for attempt in range(CAS_ATTEMPTS):
             raw = await self._get(key)
-            current = _parse(key, raw)
-            if current <= COUNTER_LIMIT:
-                if current + by > cap:
-                    raise CounterCapped(current=current, cap=cap)
+            counter = _Counter.decode(key, raw)
+            if counter.value <= COUNTER_LIMIT:
+                if counter.value + by > cap:
+                    raise CounterCapped(current=counter.value, cap=cap)
+                self._settle_abandoned(key, counter)
+                kept = self._unrecorded(key, counter)
                 # Compare against the bytes read, not a re-rendering of them: that is
                 # what the server compares, whether Increment or this loop wrote them.
-                if await self._set_if(self._cache, key, str(current + by).encode(), self._ttl, raw):
-                    return current + by
+                if await self._swap(key, kept.adding(by).encode(), raw):
+                    self._dropped(key, counter, kept)
+                    return counter.value + by
             await _backoff(attempt)
         raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
 
+    async def _swap(self, key: str, value: bytes, raw: bytes | None) -> bool:
+        """Write the counter if it still holds `raw` (absent when None)."""
+        return await self._set_if(self._cache, key, value, self._ttl, raw)
+
     async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        # From the claim on, a caller's timeout must not strand a pending record: a claim
-        # whose answer was lost may still have landed, and only this call can finish it.
-        return await to_the_end("increment_once", self._increment_once(key, by, cap, once))
-
-    async def _increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        record_key = RECORD_PREFIX + once.token.encode()
-        claim = _Record(once.fingerprint, nonce=secrets.token_hex(8))
-        ttl = timedelta(seconds=once.ttl_seconds)
-        claimed_at = time.monotonic()
-        # A record that expires (or is released) between a lost claim and its read lets
-        # the next claim win.
-        for _ in range(3):
-            try:
-                claimed = await self._set_if(
-                    self._cache, record_key, claim.encode(), ttl, RELEASED, or_absent=True
-                )
-            except MomentoUnavailable:
-                # The claim's answer was lost, but the claim may have landed (a paused or
-                # slow server applies it later). Nothing was incremented yet, so release it,
-                # or the key would answer "in flight" until its TTL ends.
-                with contextlib.suppress(MomentoUnavailable):
-                    await self._replace(record_key, claim, RELEASED, ttl - _since(claimed_at))
-                raise
-            if claimed:
-                break
-            raw = await self._get(record_key)
-            if raw is not None and raw != RELEASED:
-                return _replay(_Record.decode(raw))
-        else:
-            raise RequestInFlight()
-        outcome = await self._apply_and_record(
-            key, by, cap, record_key, claim, ttl - _since(claimed_at)
-        )
-        assert outcome.value is not None
-        return Recorded(
-            value=outcome.value, capped=outcome.capped, fingerprint=once.fingerprint, replayed=False
+        # Every step is safe to cut off anywhere (a retry finds the marker or the record);
+        # running to the end spares the retry that work, and settles the marker sooner.
+        return await to_the_end(
+            "increment_once", self._increment_once(key, by, bounded_cap(cap), once)
         )
 
-    async def _apply_and_record(
-        self, key: str, by: int, cap: int | None, record_key: bytes, claim: _Record, ttl: timedelta
-    ) -> _Record:
-        """Apply the claimed increment; replace the claim with its outcome for `ttl` more."""
-        claimed_at = time.monotonic()
+    async def _increment_once(self, key: str, by: int, cap: int, once: Once) -> Recorded:
+        request = _Keyed(by, cap, once, secrets.token_hex(8), asyncio.get_running_loop())
+        self._keyed.setdefault(key, []).append(request)
+        async with self._key_lock(key):
+            if not request.answer.done():
+                # Everyone queued meanwhile goes in this one compare-and-swap.
+                await self._apply_batch(key, self._keyed.pop(key))
+        return await request.answer
+
+    async def _apply_batch(self, key: str, batch: list["_Keyed"]) -> None:
+        """Apply keyed increments of one counter, as one write; answer each one's future."""
         try:
-            value, capped = await self.increment(key, by, cap), False
-        except CounterCapped as exc:
-            value, capped = exc.current, True
-        except MomentoContention:
-            # Every compare-and-swap round lost: nothing was written, so a retry may run.
-            await self._replace(record_key, claim, RELEASED, ttl - _since(claimed_at))
-            raise
-        outcome = _Record(claim.fingerprint, value=value, capped=capped)
-        await self._replace(record_key, claim, outcome.encode(), ttl - _since(claimed_at))
-        return outcome
+            left = batch
+            for attempt in range(CAS_ATTEMPTS):
+                left = await self._try_batch(key, left)
+                if not left:
+                    return
+                await _backoff(attempt)
+            raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
+        except Exception as exc:  # every caller waiting on this batch gets the failure
+            for request in batch:
+                if not request.answer.done():
+                    request.answer.set_exception(exc)
+        finally:
+            # Cancelled (only at shutdown: callers are shielded): nobody waits forever.
+            for request in batch:
+                request.answer.cancel()
 
-    async def _replace(
-        self, record_key: bytes, claim: _Record, value: bytes, ttl: timedelta
-    ) -> None:
-        """Replace this call's own claim with `value` (an outcome, or RELEASED), retrying.
+    async def _try_batch(self, key: str, batch: list["_Keyed"]) -> list["_Keyed"]:
+        """One attempt: answer what it can, return the requests left for another."""
+        raw = await self._get(key)
+        counter = _Counter.decode(key, raw)
+        firsts: dict[str, _Keyed] = {}
+        for request in batch:
+            marker = counter.markers.get(request.once.token)
+            if marker is not None:
+                self._start_settling(key, request.once.token, marker)
+                request.answer.set_result(
+                    _replay(_Record(marker.fingerprint, marker.value, capped=False))
+                )
+            else:
+                firsts.setdefault(request.once.token, request)
+        # Only after the counter read: a record written before it is seen here.
+        records = await asyncio.gather(
+            *(self._get(RECORD_PREFIX + token.encode()) for token in firsts)
+        )
+        for request, recorded in zip(firsts.values(), records, strict=True):
+            if recorded is not None:
+                request.answer.set_result(_replay(_Record.decode(recorded)))
+        if counter.value > COUNTER_LIMIT:  # another caller's overshoot, about to be undone
+            return [r for r in batch if not r.answer.done()]
+        value, markers, refused = counter.value, {}, []
+        now = math.floor(time.time())
+        for request in firsts.values():
+            if request.answer.done():
+                continue
+            if value + request.by > request.cap:
+                refused.append((request, value))
+            else:
+                value += request.by
+                markers[request.once.token] = _Marker(
+                    value, request.once.fingerprint, request.nonce, now, request.expires
+                )
+        if markers:
+            self._settle_abandoned(key, counter)
+            kept = self._unrecorded(key, counter)
+            marked = _Counter(value, {**kept.markers, **markers})
+            if not await self._apply_once(key, marked.encode(), raw):
+                return [r for r in batch if not r.answer.done()]
+            self._dropped(key, counter, kept)
+            for token, marker in markers.items():
+                self._start_settling(key, token, marker)
+                firsts[token].answer.set_result(
+                    Recorded(marker.value, False, marker.fingerprint, replayed=False)
+                )
+        outcomes = await asyncio.gather(
+            *(self._record_capped(request, current) for request, current in refused),
+            return_exceptions=True,
+        )
+        for (request, _), outcome in zip(refused, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                request.answer.set_exception(outcome)
+            else:
+                request.answer.set_result(outcome)
+        # Copies of a token sent at once: each gets the first copy's outcome, as a replay.
+        for request in batch:
+            if not request.answer.done():
+                first = firsts[request.once.token].answer
+                error = first.exception()
+                if error is not None:
+                    request.answer.set_exception(error)
+                else:
+                    request.answer.set_result(replace(first.result(), replayed=True))
+        return []
 
-        Conditional on the claim, so a retry after a lost answer is harmless and a claim
-        that expired and was taken by a later request is left to that one. Momento has no
-        conditional delete: a released record is one the next claim may take.
+    async def _apply_once(self, key: str, value: bytes, raw: bytes | None) -> bool:
+        """The keyed increment's one write: the new value and its marker, if `raw` is current."""
+        return await self._swap(key, value, raw)
+
+    async def _record_capped(self, request: "_Keyed", current: int) -> Recorded:
+        """Record a refusal; the first outcome recorded for the token is the one it keeps."""
+        once = request.once
+        outcome = _Record(once.fingerprint, current, capped=True)
+        ttl = timedelta(milliseconds=max(1, request.expires - _epoch_ms()))
+        record_key = RECORD_PREFIX + once.token.encode()
+        if await self._set_if(self._cache, record_key, outcome.encode(), ttl, None):
+            return Recorded(current, True, once.fingerprint, replayed=False)
+        recorded = await self._get(record_key)
+        if recorded is None:  # recorded, and expired in between: this refusal stands
+            return Recorded(current, True, once.fingerprint, replayed=False)
+        return _replay(_Record.decode(recorded))
+
+    def _unrecorded(self, key: str, counter: _Counter) -> _Counter:
+        """The counter without the markers whose records this process has written."""
+        recorded = self._recorded.get(key)
+        if not recorded:
+            return counter
+        kept = {t: m for t, m in counter.markers.items() if recorded.get(t) != m}
+        return _Counter(counter.value, kept)
+
+    def _dropped(self, key: str, counter: _Counter, kept: _Counter) -> None:
+        """Forget the recorded markers a stored write left out: they are gone."""
+        recorded = self._recorded.get(key)
+        if recorded is None:
+            return
+        for token, marker in counter.markers.items():
+            if token not in kept.markers and recorded.get(token) == marker:
+                del recorded[token]
+        if not recorded:
+            del self._recorded[key]
+
+    def _settle_abandoned(self, key: str, counter: _Counter) -> None:
+        stale = math.floor(time.time()) - SETTLE_AFTER_SECONDS
+        for token, marker in counter.markers.items():
+            if marker.applied <= stale:
+                self._start_settling(key, token, marker)
+
+    def _start_settling(self, key: str, token: str, marker: _Marker) -> None:
+        if (key, token) in self._settling:
+            return
+        self._settling.add((key, token))
+        task = in_background("settle marker", self._settle(key, token, marker))
+        task.add_done_callback(lambda _: self._settling.discard((key, token)))
+
+    async def _settle(self, key: str, token: str, marker: _Marker) -> None:
+        """Write the marker's outcome record, then remove the marker from the counter.
+
+        In that order: a request that reads the counter without the marker must find the
+        record. Retried through faults for OUTCOME_SECONDS; a marker left behind is
+        settled by the next request of its token or by a later compare-and-swap.
         """
+        record_key = RECORD_PREFIX + token.encode()
+        outcome = _Record(marker.fingerprint, marker.value, capped=False).encode()
         started = time.monotonic()
         attempt = 0
+        recorded = False
         while True:
             try:
-                await self._set_if(
-                    self._cache, record_key, value, ttl - _since(started), claim.encode()
-                )
-            except MomentoUnavailable:
+                if not recorded:
+                    left = marker.expires - _epoch_ms()
+                    # Absent only: an existing record is this outcome, written by another
+                    # settler (or, once the TTL passed, a later request's, to be kept).
+                    if left > 0:
+                        await self._set_if(
+                            self._cache, record_key, outcome, timedelta(milliseconds=left), None
+                        )
+                    recorded = True
+                    self._recorded.setdefault(key, {})[token] = marker
+                if await self._unmark(key):
+                    return
+            except StoreUnavailable as exc:
                 if _since(started).total_seconds() >= OUTCOME_SECONDS:
-                    raise
-                await _backoff(attempt)
-                attempt += 1
-            else:
-                return
+                    self._forget(key, token, marker)
+                    log.warning(
+                        "momento keyed increment left unsettled",
+                        extra={"store": STORE_NAME, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                    return
+            await _backoff(attempt)
+            attempt += 1
+
+    async def _unmark(self, key: str) -> bool:
+        """Remove the counter's recorded markers, unless a write dropped them already.
+
+        False when another write raced this one. Queued on the key's lock behind the
+        writes it would otherwise collide with, which usually leave it nothing to do.
+        """
+        async with self._key_lock(key):
+            # Records written meanwhile are left to their own settling's turn.
+            recorded = dict(self._recorded.get(key, {}))
+            if not recorded:
+                return True
+            raw = await self._get(key)
+            counter = _Counter.decode(key, raw)
+            kept = {t: m for t, m in counter.markers.items() if recorded.get(t) != m}
+            if kept != counter.markers and not await self._swap(
+                key, _Counter(counter.value, kept).encode(), raw
+            ):
+                return False
+            for token, marker in recorded.items():
+                self._forget(key, token, marker)
+            return True
+
+    def _forget(self, key: str, token: str, marker: _Marker) -> None:
+        recorded = self._recorded.get(key, {})
+        if recorded.get(token) == marker:
+            del recorded[token]
+        if not recorded:
+            self._recorded.pop(key, None)
 
     async def purge_expired(self) -> None:
         return None
 
     async def get(self, key: str) -> int:
         for attempt in range(CAS_ATTEMPTS):
-            value = _parse(key, await self._get(key))
+            value = _Counter.decode(key, await self._get(key)).value
             if value <= COUNTER_LIMIT:
                 return value
             # Another caller's overshoot, about to be undone: never show it.
@@ -411,11 +647,13 @@ class MomentoStore:
 
 
 def _replay(record: _Record) -> Recorded:
-    if record.value is None:
-        raise RequestInFlight()
     return Recorded(
         value=record.value, capped=record.capped, fingerprint=record.fingerprint, replayed=True
     )
+
+
+def _epoch_ms() -> int:
+    return math.floor(time.time() * 1000)
 
 
 def _since(started: float) -> timedelta:
@@ -426,17 +664,6 @@ async def _backoff(attempt: int) -> None:
     # Full jitter: losers of one round spread out instead of colliding again.
     ceiling = min(CAS_BACKOFF_MAX_SECONDS, CAS_BACKOFF_SECONDS * 2**attempt)
     await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not a secret
-
-
-def _parse(key: str, raw: bytes | None) -> int:
-    if raw is None:
-        return 0
-    try:
-        return int(raw)
-    except ValueError:
-        raise MomentoError(
-            MomentoErrorCode.FAILED_PRECONDITION_ERROR, f"counter {key!r} is not an integer"
-        ) from None
 
 
 @contextmanager

@@ -78,19 +78,6 @@ OP_DEADLINE = 10.0
 # The whole scenario, whatever the store does: a hung run fails instead of hanging.
 SCENARIO_DEADLINE = 90.0
 
-# Momento has no multi-key atomicity: a keyed increment claims its key, increments, then
-# records the outcome. When the increment's answer is lost (a hold or reset mid-reply),
-# the claim stays pending: every retry answers 409 "in flight" until the key's TTL ends,
-# although the increment may have counted (app/stores/momento.py: at most once).
-MOMENTO_AT_MOST_ONCE = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Momento keyed increments are at most once: an increment whose answer a fault "
-        "lost leaves its claim pending, so its retries answer 409 in flight until the "
-        "key's TTL ends and the acknowledged increments can differ from the counter"
-    ),
-)
-
 
 @dataclass
 class Attempt:
@@ -252,23 +239,23 @@ class Scenario:
         self.record.switches.append((mode, time.monotonic()))
 
     async def reset_after_a_claim(self) -> None:
-        """Start the reset phase right after a keyed increment's claim was answered.
+        """Start the reset phase right as a keyed increment's write is sent.
 
-        A Momento keyed increment is three calls (claim, increment, record): the reset then
-        loses the increment's answer after it counted, the one moment the claim cannot be
-        settled. Elsewhere the phase starts wherever the clients happen to be.
+        The reset then loses the answer of a write that counted: the case a Momento keyed
+        increment must resolve from its marker in the counter. Elsewhere the phase starts
+        wherever the clients happen to be.
         """
         armed = asyncio.Event()
-        original = MomentoStore._apply_and_record
+        original = MomentoStore._apply_once
 
-        async def after_claim(store: MomentoStore, *args: Any) -> Any:
+        async def reset_first(store: MomentoStore, *args: Any) -> Any:
             if not armed.is_set():
                 armed.set()
                 self.switch("reset")
             return await original(store, *args)
 
         with (
-            mock.patch.object(MomentoStore, "_apply_and_record", after_claim),
+            mock.patch.object(MomentoStore, "_apply_once", reset_first),
             contextlib.suppress(TimeoutError),
         ):
             await asyncio.wait_for(armed.wait(), 2.0)
@@ -479,16 +466,7 @@ def test_unkeyed_counter_is_within_acknowledged_and_unknown(faults: Record) -> N
     assert acknowledged <= faults.finals["unkeyed"] <= acknowledged + faults.unkeyed_unknown
 
 
-@pytest.fixture
-def exactness(request: pytest.FixtureRequest, faults: Record) -> Record:
-    """The record, for assertions Momento's at-most-once keyed increments cannot meet."""
-    if faults.store == "momento":
-        request.applymarker(MOMENTO_AT_MOST_ONCE)
-    return faults
-
-
-def test_keyed_counters_are_exact(exactness: Record) -> None:
-    faults = exactness
+def test_keyed_counters_are_exact(faults: Record) -> None:
     # Keyed: every increment answered 200 in the end, and counted once.
     assert faults.keyed_unresolved == 0, "keyed increments never answered 200"
     n = len(faults.keyed_values)

@@ -20,7 +20,7 @@ from momento.responses import (
 )
 
 from app.counter_range import COUNTER_LIMIT
-from app.errors import CounterCapped, RequestInFlight
+from app.errors import CounterCapped
 from app.stores import momento
 from app.stores.momento import MomentoContention, MomentoError, MomentoStore, MomentoUnavailable
 from testing.servers.momento import MomentoLocalServer
@@ -300,100 +300,206 @@ async def test_an_overshoot_is_undone_even_when_its_caller_times_out(
     assert await store.get(key) == COUNTER_LIMIT
 
 
-async def test_a_keyed_request_whose_caller_times_out_still_records_its_outcome(
+async def raw_item(sdk: CacheClientAsync, server: MomentoLocalServer, key: str) -> bytes:
+    hit = await sdk.get(server.cache_name, key)
+    assert isinstance(hit, CacheGet.Hit)
+    return bytes(hit.value_bytes)
+
+
+async def settled(sdk: CacheClientAsync, server: MomentoLocalServer, key: str) -> bytes:
+    """The counter's bytes once no keyed increment's marker is left in it."""
+    for _ in range(250):
+        raw = await raw_item(sdk, server, key)
+        if not raw.startswith(b"{"):
+            return raw
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{key}: a marker was never settled: {raw!r}")
+
+
+def lose_answers(store: MomentoStore, monkeypatch: pytest.MonkeyPatch, *, write: bool) -> list[Any]:
+    """Make the keyed write's answer lost: after it landed (`write`), or before it was sent."""
+    held: list[Any] = []
+    apply_once = store._apply_once
+
+    async def lost(*args: Any) -> bool:
+        if write:
+            await apply_once(*args)
+        else:
+            held.append(args)
+        raise MomentoUnavailable(MomentoErrorCode.TIMEOUT_ERROR, "answer lost")
+
+    monkeypatch.setattr(store, "_apply_once", lost)
+    return held
+
+
+@pytest.mark.parametrize("cap", [None, 1], ids=["uncapped", "capped"])
+async def test_a_keyed_increment_whose_answer_was_lost_is_replayed_by_its_retry(
+    store: MomentoStore,
+    sdk: CacheClientAsync,
+    server: MomentoLocalServer,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    cap: int | None,
+) -> None:
+    token = once()
+    lose_answers(store, monkeypatch, write=True)
+    with pytest.raises(MomentoStore.unavailable_errors):
+        await store.increment_once(key, 1, cap, token)
+    monkeypatch.undo()
+    retry = await store.increment_once(key, 1, cap, token)
+    # At the cap too: the retry learns of the step that counted, never "capped".
+    assert (retry.value, retry.capped, retry.replayed) == (1, False, True)
+    assert await settled(sdk, server, key) == b"1"
+    again = await store.increment_once(key, 1, cap, token)
+    assert (again.value, again.capped, again.replayed) == (1, False, True), "from the record"
+    assert await store.get(key) == 1
+
+
+async def test_a_keyed_write_that_lands_after_its_retry_counted_is_refused(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = once()
+    held = lose_answers(store, monkeypatch, write=False)
+    with pytest.raises(MomentoStore.unavailable_errors):
+        await store.increment_once(key, 1, None, token)
+    monkeypatch.undo()
+    retry = await store.increment_once(key, 1, None, token)
+    assert (retry.value, retry.replayed) == (1, False), "the first write never landed"
+    # The first write reaches the server only now, as a held request would.
+    [late] = held
+    assert not await store._apply_once(*late), "its compare-and-swap no longer matches"
+    assert await store.get(key) == 1
+
+
+async def test_a_keyed_request_whose_caller_times_out_is_replayed_by_its_retry(
     store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = once()
     gate = asyncio.Event()
-    increment = store.increment
+    apply_once = store._apply_once
 
-    async def held(*args: Any) -> int:
+    async def held(*args: Any) -> bool:
         await gate.wait()
-        return int(await increment(*args))
+        return bool(await apply_once(*args))
 
-    monkeypatch.setattr(store, "increment", held)
+    monkeypatch.setattr(store, "_apply_once", held)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):  # as the service bounds every store call
             await store.increment_once(key, 1, None, token)
-    with pytest.raises(RequestInFlight):
-        await store.increment_once(key, 1, None, token)
+    retry = asyncio.ensure_future(store.increment_once(key, 1, None, token))
     gate.set()
-    async with asyncio.timeout(5):
-        while True:
-            try:
-                replay = await store.increment_once(key, 1, None, token)
-                break
-            except RequestInFlight:
-                await asyncio.sleep(0.02)
-    assert (replay.value, replay.replayed) == (1, True), "the retry replays, not 409 until TTL"
+    replay = await retry
+    assert (replay.value, replay.replayed) == (1, True), "the first request's step counted"
     assert await store.get(key) == 1
 
 
-async def test_a_keyed_request_that_fails_after_its_claim_counts_at_most_once(
-    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_marker_left_by_a_dead_process_is_settled_by_others(
+    server: MomentoLocalServer,
+    sdk: CacheClientAsync,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    token = once(ttl=1)
-    increment = store.increment
+    dying, other = await open_store(server), await open_store(server)
+    try:
+        # Dies right after its write: nothing writes the record or removes the marker.
+        monkeypatch.setattr(dying, "_start_settling", lambda *args: None)
+        token = once()
+        assert (await dying.increment_once(key, 1, None, token)).value == 1
+        assert (await raw_item(sdk, server, key)).startswith(b"{")
+        # Unkeyed increments add beside the marker (Increment refuses the item).
+        assert await other.increment(key) == 2
+        assert await other.increment(key, cap=10) == 3
+        replay = await other.increment_once(key, 1, None, token)
+        assert (replay.value, replay.replayed) == (1, True)
+        assert await settled(sdk, server, key) == b"3", "plain text again: Increment works"
+        assert await other.increment(key) == 4
 
-    async def lands_then_loses_the_answer(*args: Any) -> int:
-        await increment(*args)
-        raise MomentoUnavailable(MomentoErrorCode.TIMEOUT_ERROR, "answer lost")
-
-    monkeypatch.setattr(store, "increment", lands_then_loses_the_answer)
-    with pytest.raises(MomentoStore.unavailable_errors):
-        await store.increment_once(key, 1, None, token)
-    monkeypatch.undo()
-    with pytest.raises(RequestInFlight):
-        await store.increment_once(key, 1, None, token)
-    assert await store.get(key) == 1, "the retry did not count again"
-    await asyncio.sleep(1.2)
-    fresh = await store.increment_once(key, 1, None, token)
-    assert (fresh.value, fresh.replayed) == (2, False), "after its TTL the token is new"
+        # A marker nobody asks about is settled by the next compare-and-swap once it is old.
+        abandoned = once()
+        assert (await dying.increment_once(key, 1, None, abandoned)).value == 5
+        monkeypatch.setattr(momento, "SETTLE_AFTER_SECONDS", 0)
+        assert await other.increment(key) == 6
+        assert await settled(sdk, server, key) == b"6"
+        replay = await other.increment_once(key, 1, None, abandoned)
+        assert (replay.value, replay.replayed) == (5, True), "from its record"
+    finally:
+        await dying.close()
+        await other.close()
 
 
 async def test_a_keyed_increment_that_loses_every_cas_round_may_be_retried(
     store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def always_lost(*args: Any) -> int:
-        raise MomentoContention("lost every round")
+    async def always_lost(*args: Any) -> bool:
+        return False
 
     token = once()
-    monkeypatch.setattr(store, "_compare_and_swap", always_lost)
-    with pytest.raises(MomentoStore.unavailable_errors):
+    monkeypatch.setattr(store, "_apply_once", always_lost)
+    monkeypatch.setattr(momento, "CAS_BACKOFF_SECONDS", 0.0)
+    with pytest.raises(MomentoContention):
         await store.increment_once(key, 1, 10, token)
     monkeypatch.undo()
     retry = await store.increment_once(key, 1, 10, token)
-    assert (retry.value, retry.replayed) == (1, False), "nothing was written: the claim is free"
+    assert (retry.value, retry.replayed) == (1, False), "nothing was written: the token is free"
     assert await store.get(key) == 1
 
 
-async def test_a_late_outcome_never_overwrites_a_later_requests_record(
-    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_token_counts_again_after_its_ttl(
+    store: MomentoStore, sdk: CacheClientAsync, server: MomentoLocalServer, key: str
 ) -> None:
     token = once(ttl=1)
-    claimed, gate = asyncio.Event(), asyncio.Event()
-    calls = 0
-    increment = store.increment
+    assert (await store.increment_once(key, 1, None, token)).value == 1
+    await settled(sdk, server, key)
+    await asyncio.sleep(1.2)
+    fresh = await store.increment_once(key, 1, None, token)
+    assert (fresh.value, fresh.replayed) == (2, False)
 
-    async def first_one_held(key: str, by: int = 1, cap: int | None = None) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # called once the token is claimed
-            claimed.set()
-            await gate.wait()
-        return await increment(key, by, cap)
 
-    monkeypatch.setattr(store, "increment", first_one_held)
-    slow = asyncio.create_task(store.increment_once(key, 1, None, token))
-    await claimed.wait()
-    await asyncio.sleep(1.2)  # the slow request's claim expires meanwhile
-    later = await store.increment_once(key, 1, None, token)
-    assert (later.value, later.replayed) == (1, False)
-    gate.set()
-    first = await slow
-    assert (first.value, first.replayed) == (2, False)
-    replay = await store.increment_once(key, 1, None, token)
-    assert (replay.value, replay.replayed) == (1, True), "the later request's record stands"
+async def test_concurrent_keyed_and_unkeyed_increments_from_several_processes_stay_exact(
+    server: MomentoLocalServer, sdk: CacheClientAsync, key: str
+) -> None:
+    # Separate clients stand for separate worker processes; every token is sent twice.
+    stores = [await open_store(server) for _ in range(4)]
+    try:
+        tokens = [once() for _ in range(100)]
+        keyed = [stores[i % 4].increment_once(key, 1, None, tokens[i // 2]) for i in range(200)]
+        plain = [stores[i % 4].increment(key) for i in range(100)]
+        both = asyncio.gather(asyncio.gather(*keyed), asyncio.gather(*plain))
+        recorded, unkeyed = await both
+        fresh = [r.value for r in recorded if not r.replayed]
+        assert len(fresh) == 100, "each token applied once"
+        by_token: dict[str, set[int]] = {}
+        for i, r in enumerate(recorded):
+            by_token.setdefault(tokens[i // 2].token, set()).add(r.value)
+        assert all(len(values) == 1 for values in by_token.values()), "both copies agree"
+        assert sorted(fresh + unkeyed) == list(range(1, 201)), "no value lost or given twice"
+        assert await settled(sdk, server, key) == b"200"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_capped_keyed_increments_from_several_processes_stop_exactly_at_the_cap(
+    server: MomentoLocalServer, key: str
+) -> None:
+    stores = [await open_store(server) for _ in range(4)]
+    try:
+        tokens = [once() for _ in range(200)]
+        first = await asyncio.gather(
+            *(stores[i % 4].increment_once(key, 1, 50, t) for i, t in enumerate(tokens))
+        )
+        assert sorted(r.value for r in first if not r.capped) == list(range(1, 51))
+        assert [r.value for r in first if r.capped] == [50] * 150
+        assert not any(r.replayed for r in first)
+        again = await asyncio.gather(
+            *(stores[(i + 1) % 4].increment_once(key, 1, 50, t) for i, t in enumerate(tokens))
+        )
+        assert [(r.value, r.capped) for r in again] == [(r.value, r.capped) for r in first]
+        assert all(r.replayed for r in again)
+        assert await stores[0].get(key) == 50
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_record_keys_never_meet_a_counter_id(store: MomentoStore, key: str) -> None:
