@@ -222,8 +222,8 @@ class RedisClusterServer(LocalServer):
 class RedisFailoverCluster(RedisClusterServer):
     """Three masters with a replica each, and one spare, for failovers the cluster runs itself.
 
-    A master unreachable for `node_timeout_ms` is failed over to its replica within about a
-    second more; the replica takes over however far it lags (validity factor 0). Every node
+    A master unreachable for `node_timeout_ms` is failed over to its replica a second or two
+    later, however far the replica lags (validity factor 0). Every node
     announces the hostname 127.0.0.1 and clients are sent there (CLUSTER SLOTS, MOVED), while
     replicas and the cluster bus use each node's announced IP: a master announcing another
     loopback address (`cluster-announce-ip`) has its replica connect there, through a proxy,
