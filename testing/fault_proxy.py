@@ -16,6 +16,10 @@ Faults switch at run time, so one test can cycle a store through phases:
 
 `retarget(port)` sends new connections to another upstream and drops the open ones, as a
 managed endpoint does when its DNS name moves to a promoted replica.
+
+The upstream is always on 127.0.0.1; the proxy listens on any free port there unless given
+`listen` (another loopback address, e.g. `127.0.0.2`, can take the upstream's own port number,
+for a server that announces one address to its peers and another to its clients).
 """
 
 import asyncio
@@ -31,9 +35,15 @@ CHUNK = 65536
 
 class FaultProxy:
     def __init__(
-        self, upstream_port: int, *, hold_seconds: float = 1.0, delay_seconds: float = 0.02
+        self,
+        upstream_port: int,
+        *,
+        hold_seconds: float = 1.0,
+        delay_seconds: float = 0.02,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
     ) -> None:
         self.upstream_port = upstream_port
+        self.listen = listen
         self.hold_seconds = hold_seconds
         self.delay_seconds = delay_seconds
         self.mode: Mode = "healthy"
@@ -51,7 +61,7 @@ class FaultProxy:
         return port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, *self.listen)
 
     def set(self, mode: Mode) -> None:
         self.mode = mode
