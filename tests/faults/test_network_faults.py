@@ -17,8 +17,10 @@ STORE_TIMEOUT_SECONDS, so calls are cancelled while their reply is on its way: t
 where a driver that reuses the connection would read another call's answer.
 
 One scenario runs per store (a module fixture); the tests below read its record. The figures
-(share of 200s, time to serve again after the reset and stall phases, exactness) are
-printed and written to `faults-<store>.json` under pytest's tmp dir.
+(share of 200s, of all attempts and of those sent while the proxy passed traffic; time to
+serve again after the reset and stall phases; exactness) are printed and written to
+`faults-<store>.json` under pytest's tmp dir. A store's share of 200s while the network is
+healthy must stay within 5 points of the best store run before it in the session.
 """
 
 import asyncio
@@ -75,6 +77,8 @@ READ_PAUSE = 0.1
 RETRY_PAUSE = 0.1
 MAX_ATTEMPTS = 200
 OP_DEADLINE = 10.0
+# How far a store's share of 200s while the proxy passes traffic may trail the best one's.
+HEALTHY_SHARE_GAP = 0.05
 # The whole scenario, whatever the store does: a hung run fails instead of hanging.
 SCENARIO_DEADLINE = 90.0
 
@@ -88,6 +92,21 @@ MOMENTO_AT_MOST_ONCE = pytest.mark.xfail(
         "Momento keyed increments are at most once: an increment whose answer a fault "
         "lost leaves its claim pending, so its retries answer 409 in flight until the "
         "key's TTL ends and the acknowledged increments can differ from the counter"
+    ),
+)
+
+# mongoeco runs one write at a time, and a keyed write costs time in proportion to the
+# idempotency records in the counter's document: measured 27 ms with a few and 107 ms on
+# average growing to 120 (load 3.5 on 2 cores). The keyed clients fill the counters with
+# 90 and 120 records, so the stand-in falls behind its callers with no fault injected
+# (docs/stores.md#mongodb-and-amazon-documentdb). Not strict: on a quiet machine it can
+# keep up.
+DOCDB_STAND_IN_THROUGHPUT = pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "the docdb stand-in (mongoeco) serves keyed writes one at a time at a cost that "
+        "grows with the records in the document, and falls behind these clients even "
+        "without faults on a loaded machine"
     ),
 )
 
@@ -126,10 +145,12 @@ class Record:
         # Increments with a definite answer (200 or capped), after their retries if keyed.
         ops = [op for op in self.history if op.kind == "increment"]
         answered = sum(1 for op in ops if op.answer != "unknown")
+        healthy = self.healthy_share_200()
         return {
             "store": self.store,
             "attempts": len(counted),
             "share_200": round(ok / len(counted), 3) if counted else None,
+            "share_200_healthy": None if healthy is None else round(healthy, 3),
             "ops_answered": round(answered / len(ops), 3) if ops else None,
             "serve_again_after_hold_s": self.serve_again_after("hold"),
             "serve_again_after_reset_s": self.serve_again_after("reset"),
@@ -157,6 +178,29 @@ class Record:
             },
             "seconds": round(self.seconds, 1),
         }
+
+    def healthy_share_200(self) -> float | None:
+        """The share of 200s among increments sent while the proxy let traffic through.
+
+        Faults cost every store the same requests; this is what a store loses besides
+        them: recovering late after a fault, or not keeping up while nothing is wrong.
+        """
+        counted = [
+            a
+            for a in self.attempts
+            if a.client != "read" and not _capped(a) and self.mode_at(a.started) == "healthy"
+        ]
+        if not counted:
+            return None
+        return sum(1 for a in counted if a.status == 200) / len(counted)
+
+    def mode_at(self, moment: float) -> Mode:
+        mode: Mode = "healthy"
+        for switched_to, at in self.switches:
+            if at > moment:
+                break
+            mode = switched_to
+        return mode
 
     def serve_again_after(self, mode: Mode) -> float | None:
         """From the end of that phase to the first 200 of a request sent after it."""
@@ -423,6 +467,10 @@ def _run_in_own_loop(backend: Backend, server: LocalServer, tmp: Path) -> Record
     return result[0]
 
 
+# Every store's record so far in this session, for the comparison between stores.
+_RUN: dict[str, Record] = {}
+
+
 @pytest.fixture(scope="module", params=backend_params(with_server=True))
 def faults(
     request: pytest.FixtureRequest, servers: Servers, tmp_path_factory: pytest.TempPathFactory
@@ -432,6 +480,7 @@ def faults(
     server = servers.shared(backend.server)
     tmp = tmp_path_factory.mktemp(f"faults-{backend.name}")
     record = _run_in_own_loop(backend, server, tmp)
+    _RUN[backend.name] = record
     figures = record.figures()
     (tmp / f"faults-{backend.name}.json").write_text(json.dumps(figures, indent=2))
     print(f"\nnetwork faults {json.dumps(figures)}")
@@ -451,6 +500,39 @@ def test_a_broken_connection_is_logged_as_unavailable_without_traceback(faults: 
     assert not failed, [getattr(r, "error_type", None) for r in failed]
     errors = [r for r in faults.logs if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+def availability(request: pytest.FixtureRequest, faults: Record) -> Record:
+    """The record, for the comparison docdb's stand-in server cannot keep up with."""
+    if faults.store == "docdb":
+        request.applymarker(DOCDB_STAND_IN_THROUGHPUT)
+    return faults
+
+
+def test_while_the_network_is_healthy_the_store_serves_about_as_often_as_the_best(
+    availability: Record,
+) -> None:
+    """Within 5 points of the best share of 200s among the stores run so far in the session.
+
+    The module runs redis, dynamo, docdb, tidb, momento in that order, so each is compared
+    with those before it; `-k <store>` alone has nothing to compare with. Momento is left
+    out: the retries of its pending claims answer "in flight" (its expected failure below).
+    """
+    faults = availability
+    if faults.store == "momento":
+        return
+    share = faults.healthy_share_200()
+    assert share is not None
+    shares = {store: record.healthy_share_200() for store, record in _RUN.items()}
+    best_store, best = max(
+        ((store, s) for store, s in shares.items() if s is not None and store != "momento"),
+        key=lambda pair: pair[1],
+    )
+    assert share >= best - HEALTHY_SHARE_GAP, (
+        f"{faults.store} answered {share:.3f} of increments sent while healthy with 200, "
+        f"{best_store} {best:.3f}"
+    )
 
 
 def test_values_handed_out_are_distinct(faults: Record) -> None:
