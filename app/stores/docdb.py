@@ -8,6 +8,17 @@ TLS against Amazon's CA bundle (`tlsCAFile`), and `retryWrites=false` because
 DocumentDB rejects retryable writes (set by default for *.docdb.amazonaws.com hosts).
 Against a single mongod add `directConnection=true`.
 
+Durability and timeouts (each only where the URI leaves it unset, so the URI wins):
+- MongoDB: writes with `w: "majority", j: true`, reads with `readConcern: majority`, so
+  an acknowledged increment survives a failover and a read never shows a value that a
+  failover rolls back. DocumentDB acknowledges a write once it is durable on its shared
+  storage volume, so it gets neither (whether it accepts them is unconfirmed).
+- `serverSelectionTimeoutMS` and `socketTimeoutMS` are STORE_TIMEOUT_SECONDS: no call
+  waits longer than the service does. `connectTimeoutMS` is not: it is also the
+  heartbeat's timeout, and a heartbeat that times out marks the server Unknown and drops
+  every pooled connection, so a server merely slow for one request's bound would be
+  treated as down. Connecting is still bounded by the service's own timeout.
+
 Idempotency records live in the counter's own document, `once.<token>` =
 `{v: value produced, c: capped, f: fingerprint, e: expiry epoch s}`, written by the
 same findAndModify as the increment: an update pipeline (MongoDB >= 4.2), because the
@@ -25,6 +36,7 @@ from pydantic import AfterValidator, SecretStr
 from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
+from pymongo.read_concern import ReadConcern
 
 from app.counter_range import bounded_cap
 from app.errors import CounterCapped
@@ -43,8 +55,16 @@ _MAX_ATTEMPTS = 5
 _RECORDS = "once"
 _PRUNE_AT = "prune_at"
 
-_TIMEOUT_OPTIONS = ("serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeoutMS")
+# Bounded by the request: waiting longer than the service does only holds a connection.
+_TIMEOUT_OPTIONS = ("serverSelectionTimeoutMS", "socketTimeoutMS")
+# Also the heartbeat's timeout. Measured under the fault suite on a loaded machine: at
+# STORE_TIMEOUT_SECONDS (0.5 s there) a heartbeat answered in just over 0.5 s marked the
+# server Unknown and cleared the pool outside any fault, failing the calls in flight.
+_CONNECT_TIMEOUT_MS = 10_000
 _DOCDB_DOMAIN = ".docdb.amazonaws.com"
+# Options that make up the write concern: the URI naming any of them owns all of them
+# (`w=0` with our `journal=true` would be a contradiction PyMongo refuses).
+_WRITE_CONCERN_OPTIONS = ("w", "journal", "wtimeoutMS")
 
 
 class DocumentDbSettings(StoreSettings):
@@ -82,6 +102,12 @@ class DocumentDbStore:
         self._counters: AsyncCollection[Document] = client[database].get_collection(
             "counters", read_preference=ReadPreference.PRIMARY
         )
+        # The write path's own reads (capped or collided? which record?) follow a write the
+        # primary just refused, so they need its latest state, not the majority-committed
+        # one, which can lag it by a replication round trip: the server's default concern.
+        self._latest: AsyncCollection[Document] = self._counters.with_options(
+            read_concern=ReadConcern()
+        )
 
     @classmethod
     def from_settings(cls, settings: DocumentDbSettings) -> Self | None:
@@ -94,9 +120,22 @@ class DocumentDbStore:
         options: dict[str, Any] = {
             opt: timeout_ms for opt in _TIMEOUT_OPTIONS if opt.lower() not in in_uri
         }
-        if "retrywrites" not in in_uri and _DOCDB_DOMAIN in urlsplit(url).netloc.lower():
-            # DocumentDB refuses every write sent as a retryable write (PyMongo's default).
-            options["retryWrites"] = False
+        if "connecttimeoutms" not in in_uri:
+            options["connectTimeoutMS"] = _CONNECT_TIMEOUT_MS
+        documentdb = _DOCDB_DOMAIN in urlsplit(url).netloc.lower()
+        if documentdb:
+            if "retrywrites" not in in_uri:
+                # DocumentDB refuses every write sent as a retryable write (PyMongo's default).
+                options["retryWrites"] = False
+        else:
+            if not in_uri & {opt.lower() for opt in _WRITE_CONCERN_OPTIONS}:
+                # w=1 acknowledges a write a failover can roll back: a 200 for a lost increment.
+                options["w"] = "majority"
+                options["journal"] = True
+            if "readconcernlevel" not in in_uri:
+                # "local" could return a value that is later rolled back, so a later read
+                # would go down. "linearizable" would cost a majority round trip per read.
+                options["readConcernLevel"] = "majority"
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             url, appname="atomic-counter", **options
         )
@@ -111,7 +150,7 @@ class DocumentDbStore:
         limit = bounded_cap(cap)
         if by > limit:
             # No counter can take this step, and the upsert would insert `by` itself.
-            raise CounterCapped(current=await self.get(key), cap=limit)
+            raise CounterCapped(current=await self._current(key), cap=limit)
         # Int64 like the stored value: MongoDB compares numbers across BSON types,
         # but mongoeco's SQLite engine (the test stand-in) matches no long against an int.
         query: Document = {"_id": key, "value": {"$lte": Int64(limit - by)}}
@@ -131,7 +170,7 @@ class DocumentDbStore:
                 # The filter matched nothing, so the upsert tried to insert a second
                 # `_id`: either the counter is at its cap, or another first increment
                 # inserted it a moment ago. Only a read tells them apart.
-                current = await self.get(key)
+                current = await self._current(key)
                 if current + by > limit:
                     raise CounterCapped(current=current, cap=limit) from None
                 if attempt >= _MAX_ATTEMPTS:
@@ -187,7 +226,7 @@ class DocumentDbStore:
         return Missed(found, int(doc.get("value", 0)), exc)
 
     async def _record_of(self, key: str, token: str) -> Document | None:
-        return await self._counters.find_one(
+        return await self._latest.find_one(
             {"_id": key}, projection={"value": True, f"{_RECORDS}.{token}": True}
         )
 
@@ -245,7 +284,12 @@ class DocumentDbStore:
         )
 
     async def get(self, key: str) -> int:
+        # The client's read concern ("majority" on MongoDB): only values a failover keeps.
         doc = await self._counters.find_one({"_id": key}, projection={"value": True})
+        return 0 if doc is None else int(doc["value"])
+
+    async def _current(self, key: str) -> int:
+        doc = await self._latest.find_one({"_id": key}, projection={"value": True})
         return 0 if doc is None else int(doc["value"])
 
     async def ping(self) -> None:

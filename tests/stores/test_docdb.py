@@ -128,6 +128,73 @@ async def test_down_server_fails_fast(uri_options: str, setting: float) -> None:
 DOCDB_HOST = "mongodb://u:p@app.cluster-x.eu-west-1.docdb.amazonaws.com:27017/"
 
 
+async def test_mongodb_writes_wait_for_a_journaled_majority_and_reads_see_only_majority_data(
+    server: MongoWireServer, settings: dict[str, Any]
+) -> None:
+    # mongoeco accepts and ignores every write and read concern (testing.md), so this reads
+    # the client's configuration; the round trip shows the stand-in takes the commands.
+    async with open_store(DocumentDbStore, **settings) as store:
+        assert store._counters.write_concern.document == {"w": "majority", "j": True}
+        assert store._counters.read_concern.level == "majority"
+        # The write path's reads after a refused write take the primary's latest state.
+        assert store._latest.read_concern.level is None
+        assert store._latest.write_concern.document == {"w": "majority", "j": True}
+        key = f"concerns-{uuid.uuid4().hex}"
+        assert await store.increment(key) == 1
+        assert await store.get(key) == 1
+        with pytest.raises(CounterCapped):
+            await store.increment(key, cap=1)
+
+
+@pytest.mark.parametrize(
+    ("query", "write", "read"),
+    [
+        ("&w=1", {"w": 1}, "majority"),
+        ("&journal=false", {"j": False}, "majority"),
+        ("&readConcernLevel=local", {"w": "majority", "j": True}, "local"),
+    ],
+    ids=["w", "journal", "read-concern"],
+)
+async def test_concerns_the_uri_names_win(query: str, write: dict[str, Any], read: str) -> None:
+    url = f"mongodb://127.0.0.1:{free_port(27998)}/?directConnection=true{query}"
+    store = DocumentDbStore.from_settings(make_settings(docdb_url=url))
+    assert store is not None
+    assert store._counters.write_concern.document == write
+    assert store._counters.read_concern.level == read
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "connect", "socket"),
+    [("", 10.0, 0.5), ("&connectTimeoutMS=700&socketTimeoutMS=900", 0.7, 0.9)],
+    ids=["defaulted", "uri-wins"],
+)
+async def test_the_heartbeat_may_take_longer_than_a_request(
+    query: str, connect: float, socket: float
+) -> None:
+    # connectTimeoutMS is the heartbeat's timeout too: a heartbeat slower than one request's
+    # bound must not mark the server Unknown and drop the pool (docs/stores.md).
+    url = f"mongodb://127.0.0.1:{free_port(27997)}/?directConnection=true{query}"
+    store = DocumentDbStore.from_settings(make_settings(docdb_url=url, store_timeout_seconds=0.5))
+    assert store is not None
+    options = store._client.options
+    assert options.pool_options.connect_timeout == connect
+    assert options.pool_options.socket_timeout == socket
+    assert options.server_selection_timeout == 0.5
+    await store.close()
+
+
+@pytest.mark.filterwarnings("ignore:You appear to be connected to a DocumentDB cluster")
+async def test_documentdb_hosts_get_the_servers_own_concerns() -> None:
+    # DocumentDB acknowledges a write once its storage volume holds it durably (six copies
+    # in three zones), so `w`/`j` add nothing, and whether it accepts them is unconfirmed.
+    store = DocumentDbStore.from_settings(make_settings(docdb_url=DOCDB_HOST + "?tls=true"))
+    assert store is not None
+    assert store._counters.write_concern.document == {}
+    assert store._counters.read_concern.level is None
+    await store.close()
+
+
 @pytest.mark.parametrize(
     ("query", "retry_writes"),
     [("?tls=true&replicaSet=rs0", False), ("?retryWrites=true", True)],
@@ -162,6 +229,9 @@ class ScriptedCollection:
 
     async def find_one(self, query: Document, **_: Any) -> Document | None:
         return {"value": Int64(self.stored)} if self.stored else None
+
+    def with_options(self, **_: Any) -> "ScriptedCollection":
+        return self
 
 
 class ScriptedDatabase:
