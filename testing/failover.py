@@ -204,6 +204,7 @@ async def failover_run(
             redis_wait_replicas=wait_replicas,
             stores=["redis"],
             sqlite_path=tmp_path / "unused.db",
+            log_level="WARNING",  # a line per request would bury the failover's own output
         )
         async for http in serve(settings):
             return await drive(http, topo)
