@@ -232,7 +232,8 @@ def main() -> int:
     }
     args.page.write_text(comparison_page.render(doc, relative), encoding="utf-8")
     print(f"\nwrote {args.page}, {args.out}/results.json and {len(charts)} charts")
-    failed = [name for name, run in doc["speed"].items() if run["exit_code"] not in (0,)]
+    # Inconclusive (3) is reported on the page; incorrect (1) or cannot run (2) fails the target.
+    failed = [name for name, run in doc["speed"].items() if run["exit_code"] in (1, 2)]
     return 1 if failed else 0
 
 

@@ -261,6 +261,19 @@ def _speed(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
             )
         header = ["store", "req/s", "p50 ms", "p99 ms", "200", "409", "errors", "verdict"]
         lines += [*_table(header, rows), ""]
+        failed = [
+            f"{store} {run['stores'][store]['errors']:,}"
+            for store in STORES
+            if run["stores"].get(store, {}).get("errors")
+        ]
+        if failed:
+            lines += [
+                f"Errors ({', '.join(failed)}) are requests the service answered `503` (the "
+                "store gave no answer within `STORE_TIMEOUT_SECONDS`, 2 s) or that got no "
+                "answer: their outcome is unknown, so the verdict is inconclusive rather than "
+                "incorrect. On this machine the stand-in fell behind the load.",
+                "",
+            ]
     return lines
 
 

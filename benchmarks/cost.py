@@ -116,7 +116,7 @@ def compute(doc: dict[str, Any]) -> list[Line]:
             _per_million_from_hourly(hourly, rate),
             _per_million_from_hourly(hourly, rate),
             f"{nodes} nodes (primary and replica) at {rate:g} increments/s; keyed data "
-            f"({keyed_bytes_held(a) / 1e9:.1f} GB held) fits the node",
+            f"({keyed_bytes_held(a) / 1e9:.1f} GB held) assumed to fit the node",
             missing,
         )
     )

@@ -184,6 +184,10 @@ def _small_results(tmp_path: Path) -> Path:
         "cost": cost,
         "seconds": 321.5,
     }
+    doc["speed"]["spread"]["stores"]["dynamo"] = speed_row | {
+        "errors": 3,
+        "verdict": "inconclusive",
+    }
     path = tmp_path / "results.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
     return path
@@ -201,6 +205,9 @@ def test_the_page_has_every_section_and_the_figures_of_the_results(tmp_path: Pat
     assert "- momento: port taken" in page  # a store left out says why
     assert "| redis | 512 | 12.2 | 48.5 | 100 | 0 | 0 | correct |" in page
     assert "Decrements and batches are not measured: the service does not offer them." in page
+    # Only the scenario with errors explains them.
+    assert page.count("Errors (") == 1
+    assert "Errors (dynamo 3) are requests the service answered `503`" in page
     assert "| redis | 0.875 | 0.12 | 0.34 | yes | yes | yes | yes |" in page
     assert "| 0 (default) | unkeyed | 144 | 7 | 7 |" in page
     assert "| DynamoDB on demand | $1.00 | $2.00 |" in page
