@@ -61,6 +61,22 @@ def _bars(
     return _save(figure, path)
 
 
+def _hbars(labels: Sequence[str], values: Sequence[float | None], title: str, path: Path) -> Path:
+    """Horizontal bars, for long labels; an unknown value is a grey "not found"."""
+    figure, axes = plt.subplots(figsize=(11, 0.45 * len(labels) + 1.5))
+    shown = [0.0 if value is None else value for value in values]
+    bars = axes.barh(labels, shown, color=["#9e9e9e" if v is None else "#1565c0" for v in values])
+    for bar, value in zip(bars, values, strict=True):
+        text = " not found" if value is None else f" ${value:.3g}"
+        axes.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center")
+    axes.invert_yaxis()  # the first line on top, as in the page's table
+    axes.set_xlabel("USD per million increments")
+    axes.set_title(title)
+    axes.margins(x=0.15)
+    axes.grid(True, axis="x", alpha=0.3)
+    return _save(figure, path)
+
+
 def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,13 +116,12 @@ def write_all(doc: dict[str, Any], out: Path) -> dict[str, Path]:
         )
     lines: list[dict[str, Any]] = doc.get("cost", {}).get("lines", [])
     if lines:
-        labels = [f"{line['service']}\n{kind}" for line in lines for kind in ("unkeyed", "keyed")]
+        labels = [f"{line['service']}, {kind}" for line in lines for kind in ("unkeyed", "keyed")]
         values = [line[kind] for line in lines for kind in ("unkeyed", "keyed")]
-        charts["cost"] = _bars(
-            [label.replace(" (", "\n(") for label in labels],
+        charts["cost"] = _hbars(
+            labels,
             values,
-            "USD per million increments on AWS, us-east-1, on demand (assumptions on the page)",
-            "USD per million increments",
+            "USD per million increments, AWS us-east-1, on demand",
             out / "cost.png",
         )
     return charts
