@@ -90,7 +90,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "one `UpdateItem` with `ADD` and a condition; keyed: the record in the same "
             "`UpdateItem` ([atomic counters](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/example_dynamodb_Scenario_AtomicCounterOperations_section.html))",
             "exactly once",
-            "not used (one item a request; `TransactWriteItems` would cost 2 WRU per KB)",
+            "not used (one item a request)",
             "strongly consistent reads (`ConsistentRead=True`)",
             "managed by AWS; no failover the service sees",
             "400 KB per item; 1,000 write units/s per partition, so ≈1,000 increments/s per "
