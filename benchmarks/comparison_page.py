@@ -76,7 +76,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "within one script, on keys of one hash slot in cluster mode "
             "([EVAL](https://redis.io/docs/latest/commands/eval/))",
             "reads go to the primary",
-            "replication is asynchronous: acknowledged writes the replica had not received "
+            "acknowledged writes the replica had not received, since replication is asynchronous "
             "([replication](https://redis.io/learn/operate/redis-at-scale/high-availability/basic-replication)); "  # noqa: E501
             '`WAIT` narrows this but "does not make Redis a strongly consistent store" '
             "([WAIT](https://redis.io/docs/latest/commands/wait/)); measured below",
@@ -91,8 +91,9 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "`UpdateItem` ([atomic counters](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/example_dynamodb_Scenario_AtomicCounterOperations_section.html))",
             "exactly once",
             "not used (one item a request)",
-            "strongly consistent reads (`ConsistentRead=True`)",
-            "managed by AWS; no failover the service sees",
+            "strongly consistent reads: the service sets `ConsistentRead=True` "
+            "([stores.md](stores.md#dynamodb))",
+            "not found in the pages read; not measured here (DynamoDB Local is one process)",
             "400 KB per item; 1,000 write units/s per partition, so ≈1,000 increments/s per "
             "counter ([quotas](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html), "  # noqa: E501
             "[warm throughput](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/warm-throughput-scenarios.html))",
@@ -120,7 +121,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "one upsert; keyed: one transaction with its record row",
             "exactly once",
             "yes, by transaction (the service writes one row a request)",
-            "reads after the commit see it (one SQL transaction)",
+            "not cited here; the service reads with a plain `SELECT` ([stores.md](stores.md#tidb))",
             "Raft: a leader is elected while a majority of replicas remain "
             "([multi-AZ](https://docs.pingcap.com/tidb/stable/multi-data-centers-in-one-city-deployment/)); "  # noqa: E501
             "not measured here (the stand-in is MariaDB)",
