@@ -71,10 +71,15 @@ bench: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
 	$(BIN)/python benchmarks/perf.py $(BENCH_ARGS)
 
-# Every store side by side with `atomic-counter bench` (docs/benchmarks.md's comparison).
+# Every store side by side, in one bounded run on the local servers (request counts, not
+# durations): speed through the service with `atomic-counter bench`, the network-fault and
+# Redis failover runs of testing/, and the AWS cost table of benchmarks/cost.py. Writes
+# docs/comparison.md, and its JSON and charts under docs/comparison/. COMPARE_ARGS: e.g.
+# "--requests 500" for a quicker run.
+COMPARE_ARGS ?=
 compare: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
-	$(BIN)/python benchmarks/compare_stores.py --out results/ --requests 5000
+	$(BIN)/python benchmarks/compare_stores.py $(COMPARE_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache data .pytest_cache .mypy_cache .ruff_cache

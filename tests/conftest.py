@@ -10,14 +10,14 @@ from typing import Any, NoReturn, TypeVar
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from starlette.types import ASGIApp
 
-from app.main import create_app
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
 from app.stores.base import Once
 from testing.backends import BACKENDS, Backend
+from testing.inprocess import make_settings as make_settings  # the suites import these here
+from testing.inprocess import serve as serve
+from testing.inprocess import serve_app as serve_app
 from testing.servers.base import LocalServer, ServerUnavailable
 
 
@@ -86,11 +86,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield pool
     finally:
         pool.stop_all()
-
-
-def make_settings(**values: Any) -> Settings:
-    """Settings for a test: the given values, no `.env` file."""
-    return Settings(_env_file=None, **values)
 
 
 def app_settings(
@@ -175,22 +170,6 @@ async def store(
 def key() -> str:
     """A counter id no other test (or earlier run against the same server) has used."""
     return f"test-{uuid.uuid4().hex}"
-
-
-async def serve_app(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
-    """That app with its lifespan running, behind an HTTP client."""
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://counter.test") as client:
-            yield client
-
-
-async def serve(
-    settings: Settings, store_types: Mapping[str, type[CounterStore]] = STORE_TYPES
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app built from those settings (and store table), behind an HTTP client."""
-    async for client in serve_app(create_app(settings, store_types)):
-        yield client
 
 
 def sqlite_client(**values: Any) -> Any:

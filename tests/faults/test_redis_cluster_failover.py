@@ -31,16 +31,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.stores.redis import counter_key
+from testing.failover import LAG_SECONDS, PREFIX, Answers, drive
 from testing.fault_proxy import FaultProxy
 from testing.servers.redis import RedisClusterNode, RedisFailoverCluster
 from tests.conftest import Servers, make_settings, serve
 from tests.faults.test_redis_failover import (
-    LAG_SECONDS,
-    PREFIX,
-    Answers,
     assert_accounting,
     assert_none_lost_or_handed_out_twice,
-    drive,
     record_losses,
 )
 
