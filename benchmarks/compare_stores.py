@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `testing` and `benchmarks` live beside `app`
 
 from benchmarks import comparison_charts, comparison_page, cost  # noqa: E402
-from testing.backends import BACKENDS  # noqa: E402
+from testing.backends import BACKENDS, start_every_server  # noqa: E402
 from testing.failover import failover_run  # noqa: E402
 from testing.faults import run_in_own_loop  # noqa: E402
-from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.servers.base import LocalServer  # noqa: E402
 from testing.servers.redis import RedisServer  # noqa: E402
 from testing.service import ServiceProcess  # noqa: E402
 
@@ -189,24 +189,15 @@ def main() -> int:
         },
         "skipped": {},
     }
-    started: dict[str, LocalServer] = {}
     with tempfile.TemporaryDirectory(prefix="compare-stores-") as tmp:
         workdir = Path(tmp)
-        settings: dict[str, object] = {}
+        every = start_every_server(workdir)
+        for name, reason in every.skipped.items():
+            print(f"skipping {name}: {reason}", file=sys.stderr)
+        doc["skipped"] = dict(every.skipped)
+        started, settings = every.servers, every.settings
         service: ServiceProcess | None = None
         try:
-            for backend in BACKENDS:
-                server = None
-                if backend.server is not None:
-                    server = backend.server(workdir / backend.name)
-                    try:
-                        server.start()
-                    except ServerUnavailable as exc:
-                        print(f"skipping {backend.name}: {exc}", file=sys.stderr)
-                        doc["skipped"][backend.name] = str(exc)
-                        continue
-                    started[backend.name] = server
-                settings |= backend.settings(server, workdir)
             service = ServiceProcess(workdir / "service", settings)
             service.start()
             plan = scenarios(args.requests, args.spread_keys, args.concurrency)
@@ -219,8 +210,7 @@ def main() -> int:
         finally:
             if service is not None:
                 service.stop()
-            for server in reversed(list(started.values())):
-                server.stop()
+            every.stop()
     doc["cost"] = cost.as_json(cost.load())
     doc["seconds"] = round(time.monotonic() - began, 1)
 

@@ -43,8 +43,8 @@ from rich.table import Table  # noqa: E402
 
 from app.bench.load import new_run_id  # noqa: E402
 from benchmarks.wrk import count_verdict, run_wrk  # noqa: E402
-from testing.backends import BACKENDS  # noqa: E402
-from testing.servers.base import LocalServer, ServerUnavailable  # noqa: E402
+from testing.backends import start_every_server  # noqa: E402
+from testing.servers.base import LocalServer  # noqa: E402
 from testing.service import DeployedService, ServiceProcess  # noqa: E402
 
 CONNECTIONS = 64
@@ -420,27 +420,6 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def start_servers(
-    workdir: Path, console: Console
-) -> tuple[list[LocalServer], dict[str, object], list[str]]:
-    started: list[LocalServer] = []
-    settings: dict[str, object] = {}
-    enabled: list[str] = []
-    for backend in BACKENDS:
-        server = None
-        if backend.server is not None:
-            server = backend.server(workdir / backend.name)
-            try:
-                server.start()
-            except ServerUnavailable as exc:
-                console.print(f"[yellow]skipping {backend.name}[/]: {exc}")
-                continue
-            started.append(server)
-        settings |= backend.settings(server, workdir)
-        enabled.append(backend.name)
-    return started, settings, enabled
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per load (default 5)")
@@ -468,7 +447,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
         workdir = Path(tmp)
         bench = Bench(workdir, args.seconds, args.rounds, console)
-        started, settings, stores = start_servers(workdir, console)
+        every = start_every_server(workdir)
+        for name, reason in every.skipped.items():
+            console.print(f"[yellow]skipping {name}[/]: {reason}")
+        started: list[LocalServer] = list(every.servers.values())
+        settings, stores = every.settings, every.enabled
         settings["log_level"] = args.log_level
         try:
             services = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import testing.servers
 from app.stores import STORE_TYPES
-from testing.servers.base import LocalServer
+from testing.servers.base import LocalServer, ServerUnavailable
 
 EMBEDDED: dict[str, Callable[[Path], dict[str, object]]] = {
     "sqlite": lambda tmp: {"sqlite_path": tmp / "counters.db"},
@@ -58,3 +58,43 @@ def _backend(name: str, servers: dict[str, type[LocalServer]]) -> Backend:
 
 
 BACKENDS: list[Backend] = [_backend(name, servers_of_stores()) for name in STORE_TYPES]
+
+
+@dataclass
+class Started:
+    """Every store whose server could start here, for a benchmark to serve them all."""
+
+    servers: dict[str, LocalServer]
+    settings: dict[str, object]
+    """The settings values that enable those stores (and sqlite) against their servers."""
+    skipped: dict[str, str]
+    """Store → why its server could not start."""
+
+    @property
+    def enabled(self) -> list[str]:
+        return [b.name for b in BACKENDS if b.name not in self.skipped]
+
+    def stop(self) -> None:
+        for server in reversed(list(self.servers.values())):
+            server.stop()
+
+
+def start_every_server(workdir: Path) -> Started:
+    """Start each store's test server under `workdir`; one that cannot start is skipped."""
+    started = Started({}, {}, {})
+    try:
+        for backend in BACKENDS:
+            server = None
+            if backend.server is not None:
+                server = backend.server(workdir / backend.name)
+                try:
+                    server.start()
+                except ServerUnavailable as exc:
+                    started.skipped[backend.name] = str(exc)
+                    continue
+                started.servers[backend.name] = server
+            started.settings |= backend.settings(server, workdir)
+    except BaseException:
+        started.stop()
+        raise
+    return started
