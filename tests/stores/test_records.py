@@ -13,6 +13,7 @@ import aioboto3
 import pytest
 from pymongo import AsyncMongoClient
 
+from app.stores import records
 from app.stores.base import Once, Recorded
 from app.stores.docdb import DocumentDbStore
 from app.stores.dynamo import DynamoStore
@@ -143,11 +144,31 @@ async def test_a_keyed_write_leaves_its_record_and_prune_at_in_the_counter(
     assert await kit.store.get(key) == 5
 
 
-async def test_expired_records_are_pruned_by_a_later_keyed_write(kit: Kit, key: str) -> None:
+class Clock:
+    """The records' clock, moved on by the test: expiry without waiting, and without a race
+    between a slow machine and a short TTL."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(records, "time", fake)
+    return fake
+
+
+async def test_expired_records_are_pruned_by_a_later_keyed_write(
+    kit: Kit, key: str, clock: Clock
+) -> None:
     store = kit.store
     await asyncio.gather(*(store.increment_once(key, 1, None, once(ttl=1)) for _ in range(120)))
     assert len((await kit.read(key)).expiries) == 120
-    await asyncio.sleep(2.1)
+    clock.offset += 2.1  # past every record's expiry (the kits prune with no delay)
 
     live = once()
     assert (await store.increment_once(key, 1, None, live)).value == 121
@@ -164,14 +185,16 @@ async def test_expired_records_are_pruned_by_a_later_keyed_write(kit: Kit, key: 
     assert (await store.increment_once(key, 1, None, live)).replayed
 
 
-async def test_purge_prunes_counters_that_no_keyed_write_touches_again(kit: Kit, key: str) -> None:
+async def test_purge_prunes_counters_that_no_keyed_write_touches_again(
+    kit: Kit, key: str, clock: Clock
+) -> None:
     kept = f"{key}-kept"
     for _ in range(3):
         await kit.store.increment_once(key, 2, None, once(ttl=1))
     live = once()
     await kit.store.increment_once(kept, 1, None, once(ttl=1))
     await kit.store.increment_once(kept, 1, None, live)
-    await asyncio.sleep(2.1)
+    clock.offset += 2.1
 
     await kit.store.purge_expired()
     assert await kit.read(key) == Stored({"value"}, {}, None), "records and prune_at removed"
