@@ -132,9 +132,10 @@ GUARANTEES: list[tuple[str, list[str]]] = [
     (
         "momento",
         [
-            "one `Increment`; capped: compare-and-swap (`SetIf`); keyed: claim, increment, record",
-            "**at most once**: a keyed increment whose answer is lost can count once or not "
-            "at all ([stores.md](stores.md#momento))",
+            "one `Increment`; capped: compare-and-swap (`SetIf`); keyed: compare-and-swap of "
+            "the step with a marker of its key, then the record",
+            "exactly once: a retry after a lost answer finds the marker or the record "
+            "([stores.md](stores.md#momento)); shown on the local fake only",
             "none",
             "not published (not found)",
             "not published (not found); counters expire after `MOMENTO_TTL_SECONDS`",
@@ -325,13 +326,6 @@ def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
             "unkeyed within bounds",
         ]
         lines += [*_table(header, rows), ""]
-        if "momento" in faults:
-            lines += [
-                "Momento's keyed increments are at most once: a fault that loses an "
-                'increment\'s answer leaves its claim pending, so that key answers "in flight" '
-                "until its TTL ends ([stores.md](stores.md#momento)).",
-                "",
-            ]
     failover: dict[str, Any] = doc.get("failover") or {}
     lines += [
         "**Redis failover** ([testing/failover.py](../testing/failover.py)): a primary with a "

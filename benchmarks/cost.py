@@ -219,7 +219,7 @@ def compute(doc: dict[str, Any]) -> list[Line]:
             _times(a["momento_bytes_per_unkeyed_increment"] * 1e6 / 1e9, gb),
             _times(a["momento_bytes_per_keyed_increment"] * 1e6 / 1e9, gb),
             f"{a['momento_bytes_per_unkeyed_increment']} B (unkeyed) or "
-            f"{a['momento_bytes_per_keyed_increment']} B (keyed: claim, increment, record) "
+            f"{a['momento_bytes_per_keyed_increment']} B (keyed: about four calls) "
             "transferred per increment",
             missing,
         )
