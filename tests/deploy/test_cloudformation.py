@@ -547,8 +547,8 @@ def test_counter_values_are_summed_per_store_from_the_increment_line(
         f for f in filters.values() if f["MetricTransformations"][0]["MetricName"] == "CounterValue"
     ]
     (transformation,) = values["MetricTransformations"]
-    # The fields of app/counters.py's increment line.
-    source = (ROOT / "app" / "counters.py").read_text()
+    # The fields of the increment line (app/increment_log.py).
+    source = (ROOT / "app" / "increment_log.py").read_text()
     assert '"store": store' in source
     assert '"counter": value' in source
     assert transformation["MetricValue"] == "$.counter"
