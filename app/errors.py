@@ -45,6 +45,47 @@ class CounterLimitReached(CounterCapped):
         self.args = (f"Counter would pass the largest supported value: {cap}",)
 
 
+class CounterFloorReached(CounterCapped):
+    """The decrement would take the counter below its floor (`min`); nothing was written.
+
+    A `CounterCapped` whose bound is the floor: group commit and the keyed path handle
+    both refusals alike, and the sign of the step says which bound refused.
+    """
+
+    def __init__(self, current: int, floor: int) -> None:
+        super().__init__(current, floor)
+        self.args = (f"Counter would go below its minimum value of: {floor}",)
+        self.floor = floor
+
+
+class CounterMismatch(CounterError):
+    """A compare-and-set found another value than the expected one; nothing was written."""
+
+    def __init__(self, current: int, expected: int) -> None:
+        super().__init__(f"counter is {current}, not the expected {expected}")
+        self.current = current
+        self.expected = expected
+
+
+class BatchRefused(CounterError):
+    """An atomic batch of which some changes would pass their bounds: nothing was written."""
+
+    def __init__(self, refusals: list[tuple[int, CounterCapped]]) -> None:
+        which = ", ".join(str(index) for index, _ in refusals)
+        super().__init__(f"atomic batch refused: operations {which} would pass their bounds")
+        self.refusals = refusals
+        """(index in the batch, refusal) of every change that refused, in order."""
+
+
+class BatchNotAtomic(CounterError):
+    """The datastore cannot apply this batch atomically; nothing was written. Answered 422."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"store '{store}' cannot apply this batch atomically: {reason}")
+        self.store = store
+        self.reason = reason
+
+
 class StoreUnavailable(CounterError):
     def __init__(self, store: str, reason: str) -> None:
         super().__init__(f"store '{store}' is unavailable: {reason}")
