@@ -8,16 +8,18 @@ auth, middleware, metrics and logging a real store does. The broken store breaks
 
 import asyncio
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar, Self
 
 from fastapi import FastAPI
 
-from app.counter_range import bounded_cap
-from app.errors import CounterCapped
+from app.counter_range import fits, refused
+from app.errors import BatchRefused, CounterCapped, CounterMismatch
 from app.main import create_app
 from app.store_settings import StoreSettings
 from app.stores import STORE_TYPES, CounterStore
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 
 
 class MemoryStore:
@@ -33,13 +35,15 @@ class MemoryStore:
     settings: ClassVar[type[StoreSettings]] = StoreSettings  # nothing of its own
     enabled_by: ClassVar[str] = "MEMORY_STORE"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    atomic_batches: ClassVar[bool] = True
 
     answer_delay: ClassVar[float] = 0.0
     """Seconds each keyed increment waits after applying, before it answers."""
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
-        self.records: dict[str, tuple[Recorded, float]] = {}
+        self.expiries: dict[str, int] = {}
+        self.records: dict[str, tuple[Recorded | BatchRecorded, float]] = {}
         self.purges = 0
 
     @classmethod
@@ -49,21 +53,53 @@ class MemoryStore:
     async def setup(self) -> None:
         pass
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = bounded_cap(cap)
-        current = self.values.get(key, 0)
-        if current + by > limit:
-            raise CounterCapped(current=current, cap=limit)
-        self.values[key] = current + by
+    def _current(self, key: str) -> int:
+        expires_at = self.expiries.get(key)
+        if expires_at is not None and expires_at <= time.time():
+            self.values.pop(key, None)
+            self.expiries.pop(key, None)
+        return self.values.get(key, 0)
+
+    def _write(self, key: str, value: int, expires_at: int | None) -> None:
+        self.values[key] = value
+        if expires_at is not None:
+            self.expiries[key] = expires_at
+
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        current = self._current(key)
+        if not fits(current, by, cap, floor):
+            raise refused(current, by, cap, floor)
+        self._write(key, current + by, expires_at)
         return current + by
 
-    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        found = self.records.get(once.token)
-        if found is not None and found[1] > time.monotonic():
-            first = found[0]
-            return Recorded(first.value, first.capped, first.fingerprint, replayed=True)
+    def _replay(self, token: str) -> Recorded | BatchRecorded | None:
+        found = self.records.get(token)
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return replace(found[0], replayed=True)
+
+    async def increment_once(
+        self,
+        key: str,
+        by: int,
+        cap: int | None,
+        once: Once,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> Recorded:
+        first = self._replay(once.token)
+        if isinstance(first, Recorded):
+            return first
         try:
-            recorded = Recorded(await self.increment(key, by, cap), False, once.fingerprint, False)
+            value = await self.increment(key, by, cap, floor, expires_at)
+            recorded = Recorded(value, False, once.fingerprint, False)
         except CounterCapped as exc:
             recorded = Recorded(exc.current, True, once.fingerprint, False)
         self.records[once.token] = (recorded, time.monotonic() + once.ttl_seconds)
@@ -71,13 +107,53 @@ class MemoryStore:
             await asyncio.sleep(self.answer_delay)
         return recorded
 
+    async def set(
+        self, key: str, value: int, expect: int | None = None, expires_at: int | None = None
+    ) -> int:
+        current = self._current(key)
+        if expect is not None and current != expect:
+            raise CounterMismatch(current, expect)
+        self._write(key, value, expires_at)
+        return current
+
+    async def delete(self, key: str) -> int:
+        current = self._current(key)
+        self.values.pop(key, None)
+        self.expiries.pop(key, None)
+        return current
+
+    async def apply_atomic(
+        self, changes: Sequence[Change], once: Once | None = None
+    ) -> list[int] | BatchRecorded:
+        if once is not None and isinstance(first := self._replay(once.token), BatchRecorded):
+            return first
+        currents = [self._current(change.key) for change in changes]
+        refusals = [
+            (index, refused(current, c.by, c.cap, c.floor))
+            for index, (c, current) in enumerate(zip(changes, currents, strict=True))
+            if not fits(current, c.by, c.cap, c.floor)
+        ]
+        if refusals:
+            raise BatchRefused(refusals)
+        values = []
+        for change, current in zip(changes, currents, strict=True):
+            self._write(change.key, current + change.by, change.expires_at)
+            values.append(current + change.by)
+        if once is None:
+            return values
+        recorded = BatchRecorded(tuple(values), once.fingerprint, replayed=False)
+        self.records[once.token] = (recorded, time.monotonic() + once.ttl_seconds)
+        return recorded
+
     async def purge_expired(self) -> None:
         self.purges += 1
         now = time.monotonic()
         self.records = {token: kept for token, kept in self.records.items() if kept[1] > now}
+        for key in list(self.expiries):
+            self._current(key)
 
     async def get(self, key: str) -> int:
-        return self.values.get(key, 0)
+        return self._current(key)
 
     async def ping(self) -> None:
         pass
@@ -112,7 +188,14 @@ class BrokenStore(NullStore):
         super().__init__()
         self._calls = 0
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         self._calls += 1
         current = self.values.get(key, 0)
         # Bug 1 (overshoot): compares the value before the step with the cap.

@@ -354,16 +354,6 @@ async def test_100_concurrent_keyed_batches_and_their_retries_apply_once_each(
     assert [await store.get(tagged(key, "a")), await store.get(tagged(key, "b"))] == [100, 0]
 
 
-async def test_atomic_batches_refused_where_the_datastore_cannot_make_them(
-    store: CounterStore, key: str
-) -> None:
-    if type(store).atomic_batches:
-        pytest.skip(f"{store.name} applies atomic batches")
-    with pytest.raises(BatchNotAtomic):
-        await store.apply_atomic([Change(tagged(key, "a"), 1), Change(tagged(key, "b"), 1)])
-    assert await store.get(tagged(key, "a")) == 0
-
-
 async def test_a_window_counter_of_the_longest_id_is_its_own_counter(
     store: CounterStore, key: str
 ) -> None:

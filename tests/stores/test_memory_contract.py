@@ -10,6 +10,7 @@ from app.stores import CounterStore
 from testing.stores import MemoryStore
 from tests.stores.test_contract import *  # noqa: F403 - the suite, collected again here
 from tests.stores.test_idempotency_contract import *  # noqa: F403
+from tests.stores.test_lifecycle_contract import *  # noqa: F403
 from tests.stores.test_range_contract import *  # noqa: F403
 
 
