@@ -1,20 +1,21 @@
 """The embedded default: a SQLite file, one atomic upsert per increment."""
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import ValidationInfo, field_validator
 
-from app.counter_range import bounded_cap
-from app.errors import CounterCapped
+from app.counter_range import bound, fits, refused
+from app.errors import BatchRefused, CounterCapped, CounterMismatch
 from app.store_settings import StoreSettings
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 
 T = TypeVar("T")
 
@@ -35,19 +36,64 @@ _SCHEMA = (
     ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at)",
+    """
+    CREATE TABLE IF NOT EXISTS batch_records (
+        token       TEXT    PRIMARY KEY,
+        fingerprint TEXT    NOT NULL,
+        vals        TEXT    NOT NULL,
+        expires_at  REAL    NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS batch_records_expires_at ON batch_records (expires_at)",
 )
 
-# Every increment is bounded: `room` is cap - by, computed in Python, so the check never
+# Window counters carry the epoch second they expire at; a file made before windows
+# existed gets the column (NULL: never expires) when the store is set up.
+_EXPIRY_COLUMN = "ALTER TABLE counters ADD COLUMN expires_at INTEGER"
+_EXPIRY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS counters_expires_at ON counters (expires_at) "
+    "WHERE expires_at IS NOT NULL"
+)
+
+# Every change is bounded: `room` is its bound - by, computed in Python, so the check never
 # adds to the stored value (SQLite turns an INTEGER sum past 2**63-1 into a REAL).
-# INSERT ... SELECT ... WHERE keeps a first-ever increment under the cap too; the
+# Upward, INSERT ... SELECT ... WHERE keeps a first-ever increment under the cap too; the
 # DO UPDATE ... WHERE leaves an existing row untouched (and returns no row) at the cap.
-_INCREMENT = """
-INSERT INTO counters (id, value) SELECT :id, :by WHERE :room >= 0
-ON CONFLICT (id) DO UPDATE SET value = value + :by WHERE value <= :room
+# Downward there is nothing to insert: an absent counter is 0, at or below every floor.
+_INCREMENT = {
+    True: """
+INSERT INTO counters (id, value, expires_at) SELECT :id, :by, :expires_at WHERE :room >= 0
+ON CONFLICT (id) DO UPDATE SET
+    value = value + :by, expires_at = coalesce(:expires_at, expires_at)
+WHERE value <= :room
 RETURNING value
+""",
+    False: """
+UPDATE counters SET value = value + :by, expires_at = coalesce(:expires_at, expires_at)
+WHERE id = :id AND value >= :room
+RETURNING value
+""",
+}
+
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
+_GET = f"SELECT value FROM counters WHERE id = :id AND {_LIVE}"  # noqa: S608 - constants
+
+_SET = """
+INSERT INTO counters (id, value, expires_at) VALUES (:id, :value, :expires_at)
+ON CONFLICT (id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 """
 
-_GET = "SELECT value FROM counters WHERE id = :id"
+_DELETE = "DELETE FROM counters WHERE id = :id RETURNING value, expires_at"
+
+_BATCH_RECORDED = """
+SELECT fingerprint, vals FROM batch_records WHERE token = :token AND expires_at > :now
+"""
+_BATCH_RECORD = """
+INSERT INTO batch_records (token, fingerprint, vals, expires_at)
+VALUES (:token, :fingerprint, :vals, :expires_at)
+ON CONFLICT (token) DO UPDATE SET
+    fingerprint = excluded.fingerprint, vals = excluded.vals, expires_at = excluded.expires_at
+"""
 
 _RECORDED = """
 SELECT fingerprint, value, capped FROM idempotency WHERE token = :token AND expires_at > :now
@@ -66,10 +112,14 @@ ON CONFLICT (token) DO UPDATE SET
 
 _PURGE_BATCH = 1000
 _PURGE = """
-DELETE FROM idempotency WHERE token IN (
-    SELECT token FROM idempotency WHERE expires_at <= :now LIMIT :batch
+DELETE FROM {table} WHERE {column} IN (
+    SELECT {column} FROM {table} WHERE expires_at <= :now LIMIT :batch
 )
 """
+_PURGES = tuple(
+    _PURGE.format(table=table, column=column)
+    for table, column in (("idempotency", "token"), ("batch_records", "token"), ("counters", "id"))
+)
 
 _BUSY_SHARE = 0.8
 """The share of the store timeout a write may spend waiting for another process's lock."""
@@ -108,6 +158,7 @@ class SqliteStore:
     # DatabaseError, not only OperationalError: a file that is not (or no longer) a sound
     # database raises the base class itself, and is an outage to clients, not a 500.
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.DatabaseError,)
+    atomic_batches: ClassVar[bool] = True
 
     def __init__(self, path: Path, *, timeout: float) -> None:
         self._path = path
@@ -147,19 +198,47 @@ class SqliteStore:
             raise sqlite3.OperationalError("sqlite store is not set up")
         return self._db
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        return await self._write(_bounded_increment, key, by, bounded_cap(cap))
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        return await self._write(_bounded_increment, Change(key, by, cap, floor, expires_at))
 
-    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        return await self._write(_increment_once, key, by, bounded_cap(cap), once)
+    async def increment_once(
+        self,
+        key: str,
+        by: int,
+        cap: int | None,
+        once: Once,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> Recorded:
+        return await self._write(_increment_once, Change(key, by, cap, floor, expires_at), once)
+
+    async def set(
+        self, key: str, value: int, expect: int | None = None, expires_at: int | None = None
+    ) -> int:
+        return await self._write(_set, key, value, expect, expires_at)
+
+    async def delete(self, key: str) -> int:
+        return await self._write(_delete, key)
+
+    async def apply_atomic(
+        self, changes: Sequence[Change], once: Once | None = None
+    ) -> list[int] | BatchRecorded:
+        return await self._write(_apply_atomic, list(changes), once)
 
     async def purge_expired(self) -> None:
-        while await self._write(_purge_batch, time.time()) == _PURGE_BATCH:
-            pass
+        for purge in _PURGES:
+            while await self._write(_purge_batch, purge, time.time()) == _PURGE_BATCH:
+                pass
 
     async def get(self, key: str) -> int:
-        row = await self._conn.run(lambda conn: conn.execute(_GET, {"id": key}).fetchone())
-        return 0 if row is None else int(row[0])
+        return await self._conn.run(lambda conn: _current(conn, key))
 
     async def ping(self) -> None:
         await self._conn.run(lambda conn: conn.execute("SELECT 1").fetchall())
@@ -231,32 +310,65 @@ def _setup(conn: sqlite3.Connection, write_budget: float) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     for statement in _SCHEMA:
         conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(counters)")}
+    if "expires_at" not in columns:
+        conn.execute(_EXPIRY_COLUMN)
+    conn.execute(_EXPIRY_INDEX)
 
 
-def _bounded_increment(conn: sqlite3.Connection, key: str, by: int, cap: int) -> int:
-    rows = conn.execute(_INCREMENT, {"id": key, "by": by, "room": cap - by}).fetchall()
+def _current(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute(_GET, {"id": key, "now": time.time()}).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _bounded_increment(conn: sqlite3.Connection, change: Change) -> int:
+    by, cap, floor = change.by, change.cap, change.floor
+    params = {
+        "id": change.key,
+        "by": by,
+        "room": bound(by, cap, floor) - by,
+        "expires_at": change.expires_at,
+    }
+    rows = conn.execute(_INCREMENT[by > 0], params).fetchall()
     if not rows:
         # The same thread call: no other statement of this process ran in between.
-        current = conn.execute(_GET, {"id": key}).fetchone()
-        raise CounterCapped(current=0 if current is None else int(current[0]), cap=cap)
+        raise refused(_current(conn, change.key), by, cap, floor)
     return int(rows[0][0])
 
 
-def _increment_once(conn: sqlite3.Connection, key: str, by: int, cap: int, once: Once) -> Recorded:
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error or early return.
+
+    IMMEDIATE takes the write lock at BEGIN: nothing another process writes can appear
+    between this transaction's reads and its writes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None and self._conn.in_transaction:
+            self._conn.commit()
+        elif self._conn.in_transaction:
+            self._conn.rollback()
+
+
+def _increment_once(conn: sqlite3.Connection, change: Change, once: Once) -> Recorded:
     now = time.time()
-    # IMMEDIATE takes the write lock at BEGIN: the record cannot appear from another
-    # process between the read below and the writes after it.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _Transaction(conn):
         row = conn.execute(_RECORDED, {"token": once.token, "now": now}).fetchone()
         if row is not None:
             conn.rollback()
             fingerprint, value, capped = row
             return Recorded(int(value), bool(capped), str(fingerprint), replayed=True)
         try:
-            value, capped = _bounded_increment(conn, key, by, cap), False
-        except CounterCapped as refused:
-            value, capped = refused.current, True
+            value, capped = _bounded_increment(conn, change), False
+        except CounterCapped as refusal:
+            value, capped = refusal.current, True
         conn.execute(
             _RECORD,
             {
@@ -267,12 +379,61 @@ def _increment_once(conn: sqlite3.Connection, key: str, by: int, cap: int, once:
                 "expires_at": now + once.ttl_seconds,
             },
         )
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
     return Recorded(value, capped, once.fingerprint, replayed=False)
 
 
-def _purge_batch(conn: sqlite3.Connection, now: float) -> int:
-    return conn.execute(_PURGE, {"now": now, "batch": _PURGE_BATCH}).rowcount
+def _set(
+    conn: sqlite3.Connection, key: str, value: int, expect: int | None, expires_at: int | None
+) -> int:
+    with _Transaction(conn):
+        current = _current(conn, key)
+        if expect is not None and current != expect:
+            raise CounterMismatch(current, expect)
+        conn.execute(_SET, {"id": key, "value": value, "expires_at": expires_at})
+    return current
+
+
+def _delete(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute(_DELETE, {"id": key}).fetchone()
+    if row is None or (row[1] is not None and row[1] <= time.time()):
+        return 0
+    return int(row[0])
+
+
+def _apply_atomic(
+    conn: sqlite3.Connection, changes: list[Change], once: Once | None
+) -> list[int] | BatchRecorded:
+    now = time.time()
+    with _Transaction(conn):
+        if once is not None:
+            row = conn.execute(_BATCH_RECORDED, {"token": once.token, "now": now}).fetchone()
+            if row is not None:
+                conn.rollback()
+                return BatchRecorded(tuple(json.loads(row[1])), str(row[0]), replayed=True)
+        currents = [_current(conn, change.key) for change in changes]
+        refusals = [
+            (index, refused(current, change.by, change.cap, change.floor))
+            for index, (change, current) in enumerate(zip(changes, currents, strict=True))
+            if not fits(current, change.by, change.cap, change.floor)
+        ]
+        if refusals:
+            raise BatchRefused(refusals)
+        values = [current + change.by for change, current in zip(changes, currents, strict=True)]
+        for change, value in zip(changes, values, strict=True):
+            conn.execute(_SET, {"id": change.key, "value": value, "expires_at": change.expires_at})
+        if once is None:
+            return values
+        conn.execute(
+            _BATCH_RECORD,
+            {
+                "token": once.token,
+                "fingerprint": once.fingerprint,
+                "vals": json.dumps(values),
+                "expires_at": now + once.ttl_seconds,
+            },
+        )
+    return BatchRecorded(tuple(values), once.fingerprint, replayed=False)
+
+
+def _purge_batch(conn: sqlite3.Connection, purge: str, now: float) -> int:
+    return conn.execute(purge, {"now": now, "batch": _PURGE_BATCH}).rowcount
