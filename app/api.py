@@ -15,11 +15,16 @@ from starlette.exceptions import HTTPException
 from app import idempotency
 from app.counters import Counters
 from app.errors import (
+    BatchNotAtomic,
+    BatchRefused,
     CounterCapped,
     CounterError,
     CounterLimitReached,
+    CounterMismatch,
+    Forbidden,
     IdempotencyKeyReused,
     InvalidRequest,
+    MalformedBody,
     MethodNotAllowed,
     RequestInFlight,
     StoreNotConfigured,
@@ -58,6 +63,8 @@ def api_key_accepted(settings: Settings, api_key: str | None) -> bool:
 
 
 probes_router = APIRouter()
+PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
+"""The probes' paths: one segment, as a batch's `/{store}` is, and never a store's."""
 
 
 @probes_router.head("/healthz", response_model=ReadinessBody, include_in_schema=False)
@@ -99,28 +106,40 @@ async def metrics(request: Request) -> Response:
 
 
 _STATUS: dict[type[CounterError], int] = {
+    MalformedBody: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     UnknownStore: 404,
     StoreNotConfigured: 404,
     StoreNotEnabled: 404,
     MethodNotAllowed: 405,
     CounterCapped: 409,
+    CounterMismatch: 409,
+    BatchRefused: 409,
     RequestInFlight: 409,
     InvalidRequest: 422,
+    BatchNotAtomic: 422,
     IdempotencyKeyReused: 422,
     UsageLimited: 429,
     StoreUnavailable: 503,
 }
 
 
+def status_of(exc: CounterError) -> int:
+    """The HTTP status that answers `exc`."""
+    return next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+
+
 def error_response(exc: CounterError, store: str, id: str) -> JSONResponse:
     """The HTTP answer to a domain error raised while serving `store`/`id`."""
-    status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+    status = status_of(exc)
     if isinstance(exc, CounterCapped):
         return _capped(store, id, exc)
     body: dict[str, object] = {"error": str(exc)}
     headers: dict[str, str] | None = None
-    if isinstance(exc, Unauthorized):
+    if isinstance(exc, CounterMismatch):
+        body |= {"store": store, "id": id, "counter": exc.current, "expect": exc.expected}
+    elif isinstance(exc, Unauthorized):
         headers = {"www-authenticate": "ApiKey"}
     elif isinstance(exc, MethodNotAllowed):
         headers = {"allow": ", ".join(exc.allowed)}
@@ -151,9 +170,13 @@ def _capped(store: str, id: str, exc: CounterCapped) -> JSONResponse:
     conditional = not isinstance(exc, CounterLimitReached)
     body = CappedBody(
         error=str(exc), store=store, id=id, counter=exc.current, use_conditional_writes=conditional
-    )
-    headers = {idempotency.REPLAYED_HEADER: "true"} if exc.replayed else None
-    return JSONResponse(body.model_dump(by_alias=True), status_code=409, headers=headers)
+    ).model_dump(by_alias=True)
+    if exc.window is not None:
+        body["window"] = exc.window
+    headers = dict(exc.headers)
+    if exc.replayed:
+        headers[idempotency.REPLAYED_HEADER] = "true"
+    return JSONResponse(body, status_code=409, headers=headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

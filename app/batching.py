@@ -1,5 +1,10 @@
-"""Group commit per key: while one write of a counter is in flight, later increments wait and
-then go to the datastore together, as one atomic `increment(key, by=sum_of_steps, cap)`.
+"""Group commit per key: while one write of a counter is in flight, later changes wait and
+then go to the datastore together, as one atomic `increment(key, by=sum_of_steps, ...)`.
+
+Changes are batched only with changes of the same counter, direction and bounds: increments
+under one cap, or decrements above one floor. Within one direction a sum fits its bound
+exactly when every prefix of it does, so the batch's members get the outcome a one-at-a-time
+execution would give them; a mixed batch would not have that property.
 
 One hot counter is capped by one write per round trip (DynamoDB: about 1,000 writes/s per
 item). Merging the callers that arrive during a round trip into the next write multiplies
@@ -17,15 +22,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.counter_range import bounded_cap
+from app.counter_range import refused
 from app.errors import CounterCapped, StoreUnavailable
 
 log = logging.getLogger("atomic_counter")
 
-Write = Callable[[str, str, int, int | None], Awaitable[int]]
-"""`write(store, key, by, cap)`: one atomic increment on the datastore, returning the new value."""
+Write = Callable[[str, str, int, int | None, int, int | None], Awaitable[int]]
+"""`write(store, key, by, cap, floor, expires_at)`: one atomic change, returning the new value."""
 
-_Slot = tuple[str, str, int | None]
+# store, key, cap, floor, expires_at, and the direction: up (True) or down.
+_Slot = tuple[str, str, int | None, int, int | None, bool]
 
 
 @dataclass(slots=True, eq=False)
@@ -35,7 +41,7 @@ class _Member:
 
 
 class GroupCommit:
-    """Merges concurrent increments of one (store, key, cap) into one write per round trip."""
+    """Merges concurrent changes of one counter, direction and bound into one write per trip."""
 
     def __init__(self, write: Write, timeout: float) -> None:
         self._write = write
@@ -44,9 +50,17 @@ class GroupCommit:
         self._queues: dict[_Slot, list[_Member]] = {}
         self._drains: set[asyncio.Task[None]] = set()
 
-    async def increment(self, store: str, key: str, by: int, cap: int | None) -> int:
-        """Add `by` to `key` (within `cap`), in a batch if a write of it is in flight."""
-        slot = (store, key, cap)
+    async def increment(
+        self,
+        store: str,
+        key: str,
+        by: int,
+        cap: int | None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        """Add `by` to `key` (within its bound), in a batch if a write of it is in flight."""
+        slot = (store, key, cap, floor, expires_at, by > 0)
         member = _Member(by, asyncio.get_running_loop().create_future())
         queue = self._queues.get(slot)
         if queue is not None:
@@ -94,24 +108,22 @@ class GroupCommit:
 
     async def _commit(self, slot: _Slot, batch: list[_Member]) -> None:
         """Write `batch` and settle every member's result; raises only on cancellation."""
-        store, key, cap = slot
+        store, key, cap, floor, expires_at, _ = slot
         attempt = batch
-        limit = bounded_cap(cap)
         try:
             while attempt:
                 total = sum(member.by for member in attempt)
                 try:
-                    value = await self._write(store, key, total, cap)
+                    value = await self._write(store, key, total, cap, floor, expires_at)
                 except CounterCapped as capped:
-                    limit = capped.cap
-                    attempt = _what_fits(batch, attempt, capped)
+                    attempt = _what_fits(batch, attempt, capped, slot)
                     continue
                 for member in attempt:
                     _settle(member, value - total + member.by)
                     total -= member.by
                 # The members left out did not fit even before `attempt` was applied.
                 for member in batch:
-                    _fail(member, CounterCapped(value, limit))
+                    _fail(member, _refusal(slot, value))
                 return
         except Exception as exc:
             if not isinstance(exc, StoreUnavailable):
@@ -125,24 +137,30 @@ class GroupCommit:
 
 
 def _what_fits(
-    batch: list[_Member], attempt: list[_Member], capped: CounterCapped
+    batch: list[_Member], attempt: list[_Member], capped: CounterCapped, slot: _Slot
 ) -> list[_Member]:
-    """The members that fit above `capped.current`, in queue order; refuse all if none do.
+    """The members that fit between `capped.current` and the bound, in queue order; refuse
+    all if none do.
 
     Greedy in queue order is what a one-at-a-time execution from `current` would apply.
     """
-    room = capped.cap - capped.current
+    room = abs(capped.cap - capped.current)
     fits = []
     for member in batch:
-        if not member.result.done() and member.by <= room:
-            room -= member.by
+        if not member.result.done() and abs(member.by) <= room:
+            room -= abs(member.by)
             fits.append(member)
     if not fits or fits == attempt:
         # Nothing fits (or the store refused what it says fits): refused at `current`.
         for member in batch:
-            _fail(member, CounterCapped(capped.current, capped.cap))
+            _fail(member, _refusal(slot, capped.current))
         return []
     return fits
+
+
+def _refusal(slot: _Slot, current: int) -> CounterCapped:
+    _, _, cap, floor, _, up = slot
+    return refused(current, 1 if up else -1, cap, floor)
 
 
 def _live(queue: list[_Member]) -> list[_Member]:

@@ -18,6 +18,8 @@ from app.counter_range import COUNTER_LIMIT
 from app.errors import InvalidRequest, Problem
 from app.ids import InvalidId, id_from_raw_path
 from app.stores import STORE_TYPES
+from app.windows import RULE as WINDOW_RULE
+from app.windows import Window
 
 MAX_STEP = 1_000_000
 ID_MAX_LENGTH = 255
@@ -34,7 +36,7 @@ _MAX_DIGITS = len(str(COUNTER_LIMIT))
 
 @dataclass(frozen=True, slots=True)
 class Integer:
-    """A query parameter holding a whole number from `low` to `high`."""
+    """A query parameter holding a whole number from `low` to `high` (never 0 if `nonzero`)."""
 
     name: str
     low: int
@@ -42,24 +44,88 @@ class Integer:
     description: str
     rule: str
     default: int | None = None
+    nonzero: bool = False
 
     def schema(self) -> dict[str, Any]:
         bounds: dict[str, Any] = {"type": "integer", "minimum": self.low, "maximum": self.high}
+        if self.nonzero:
+            bounds["not"] = {"const": 0}
         if self.default is not None:
             bounds["default"] = self.default
         return bounds
 
+    def parse(self, text: str) -> int | None:
+        """The number `text` spells in plain ASCII decimal, None when it breaks the rule."""
+        digits = text[1:] if self.low < 0 and text[:1] == "-" else text
+        if not (digits.isascii() and digits.isdigit()):
+            return None
+        if len(digits) > _MAX_DIGITS:  # more digits than any bound: never converted
+            return None
+        value = int(text)
+        if not self.low <= value <= self.high or (self.nonzero and value == 0):
+            return None
+        return value
+
+    def check(self, value: object) -> int | None:
+        """`value` from a JSON body, None when it is not such a number (booleans are not)."""
+        if type(value) is not int:
+            return None
+        if not self.low <= value <= self.high or (self.nonzero and value == 0):
+            return None
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class WindowParam:
+    """The `window` query parameter: the operation counts in the current fixed window."""
+
+    name: str
+    description: str
+    rule: str
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$", "examples": ["60s", "1d"]}
+
+    def parse(self, text: str) -> Window | None:
+        return Window.parse(text)
+
+    def check(self, value: object) -> Window | None:
+        return Window.parse(value) if isinstance(value, str) else None
+
+
+Param = Integer | WindowParam
 
 BY = Integer(
-    "by", 1, MAX_STEP, "Step to add.", f"by must be an integer from 1 to {MAX_STEP}", default=1
+    "by",
+    -MAX_STEP,
+    MAX_STEP,
+    "Step to add; negative to subtract.",
+    f"by must be a nonzero integer from -{MAX_STEP} to {MAX_STEP}",
+    default=1,
+    nonzero=True,
 )
 MAX = Integer(
     "max",
     1,
     COUNTER_LIMIT,
-    "Cap for this call; makes it a conditional write.",
+    "Cap for this call; makes it a conditional write. Binds increments only.",
     f"max must be a positive integer up to {COUNTER_LIMIT}",
 )
+MIN = Integer(
+    "min",
+    0,
+    COUNTER_LIMIT,
+    "Floor for this call: a decrement that would go below it is refused. Binds decrements only.",
+    f"min must be an integer from 0 to {COUNTER_LIMIT}",
+    default=0,
+)
+WINDOW = WindowParam(
+    "window",
+    "Count in the current fixed window only: `Ns`, `Nm` or `Nh` (up to 24h), aligned to the "
+    "epoch, or `1d` for the UTC calendar day. The window's counter expires by itself.",
+    WINDOW_RULE,
+)
+RANGE_RULE = "min must not be greater than max"
 IDEMPOTENCY_KEY_DESCRIPTION = (
     "Makes a retry safe: the first request with this key is applied and its answer "
     "recorded; a repeat within IDEMPOTENCY_TTL_SECONDS gets that answer back (with "
@@ -67,29 +133,66 @@ IDEMPOTENCY_KEY_DESCRIPTION = (
 )
 
 
+COUNTER_PATH = "/{store}/{id}"
+BATCH_PATH = "/{store}"
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One counter operation: its method, what it reads from the request, and its text."""
+    """One counter operation: its method and path, what it reads from the request, its text."""
 
     method: str
     name: str
     summary: str
-    query: tuple[Integer, ...] = ()
+    query: tuple[Param, ...] = ()
     keyed: bool = False
     """Takes an Idempotency-Key header."""
+    admin: bool = False
+    """Needs a key from ADMIN_API_KEYS."""
+    body: str | None = None
+    """The JSON body it reads: `set` or `batch` (see app/bodies.py)."""
+    path: str = COUNTER_PATH
 
 
 INCREMENT = Operation(
     "POST",
     "increment",
-    "Increment counter `id` on `store` and return the value this call produced.",
-    (BY, MAX),
+    "Add `by` to counter `id` on `store` (subtract, when negative) and return the value this "
+    "call produced.",
+    (BY, MAX, MIN, WINDOW),
     keyed=True,
 )
 READ = Operation(
-    "GET", "read", "Return the current value of counter `id` on `store` (0 if never incremented)."
+    "GET",
+    "read",
+    "Return the current value of counter `id` on `store` (0 if never written).",
+    (WINDOW,),
 )
-OPERATIONS = (INCREMENT, READ)
+SET = Operation(
+    "PUT",
+    "set",
+    "Set counter `id` to `counter`; with `expect`, only if it holds that value now. Admin.",
+    (WINDOW,),
+    admin=True,
+    body="set",
+)
+DELETE = Operation(
+    "DELETE",
+    "delete",
+    "Remove counter `id` (it then reads 0) and return the value it held. Admin.",
+    (WINDOW,),
+    admin=True,
+)
+BATCH = Operation(
+    "POST",
+    "batch",
+    "Apply up to 100 operations on counters of `store`; with `atomic`, all or none.",
+    keyed=True,
+    body="batch",
+    path=BATCH_PATH,
+)
+OPERATIONS = (INCREMENT, READ, SET, DELETE)
+"""The operations of `/{store}/{id}`; `BATCH` is the one of `/{store}`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +201,20 @@ class CounterCall:
 
     store: str
     id: str
-    numbers: dict[str, int]
+    values: dict[str, object]
     idempotency_key: str | None
     api_key: str | None
 
     def number(self, param: Integer) -> int | None:
-        return self.numbers.get(param.name, param.default)
+        value = self.values.get(param.name, param.default)
+        assert value is None or isinstance(value, int)
+        return value
+
+    @property
+    def window(self) -> Window | None:
+        value = self.values.get(WINDOW.name)
+        assert value is None or isinstance(value, Window)
+        return value
 
 
 def counter_path(raw_path: bytes) -> tuple[bytes, bytes] | None:
@@ -114,6 +225,13 @@ def counter_path(raw_path: bytes) -> tuple[bytes, bytes] | None:
     if not slash or not store or not id or b"/" in id:
         return None
     return store, id
+
+
+def batch_path(raw_path: bytes) -> bytes | None:
+    """The raw store segment of a `/{store}` path, or None for any other shape."""
+    if raw_path[:1] != b"/" or len(raw_path) < 2 or b"/" in raw_path[1:]:
+        return None
+    return raw_path[1:]
 
 
 def api_key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -127,16 +245,36 @@ def api_key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
 def parse(scope: Scope, operation: Operation) -> CounterCall:
     """Read `operation`'s parameters from `scope`; `InvalidRequest` lists every broken rule."""
     raw_path: bytes = scope["raw_path"]
-    segments = counter_path(raw_path)
-    assert segments is not None, "routed here only with a counter path"
     problems: list[Problem] = []
-    store = unquote(segments[0].decode("latin-1"), errors="replace")
-    id = _id(raw_path, problems)
-    numbers = _numbers(scope["query_string"], operation.query, problems)
+    if operation.path == BATCH_PATH:
+        raw_store = batch_path(raw_path)
+        assert raw_store is not None, "routed here only with a batch path"
+        id = ""
+    else:
+        segments = counter_path(raw_path)
+        assert segments is not None, "routed here only with a counter path"
+        raw_store = segments[0]
+        id = _id(raw_path, problems)
+    store = unquote(raw_store.decode("latin-1"), errors="replace")
+    values = _query(scope["query_string"], operation.query, problems)
+    minimum, maximum = values.get(MIN.name), values.get(MAX.name)
+    if isinstance(minimum, int) and isinstance(maximum, int) and minimum > maximum:
+        problems.append(Problem(("query", MIN.name), RANGE_RULE, "value_error"))
     key = _idempotency_key(scope["headers"], problems) if operation.keyed else None
     if problems:
         raise InvalidRequest(problems)
-    return CounterCall(store, id, numbers, key, api_key_of(scope["headers"]))
+    return CounterCall(store, id, values, key, api_key_of(scope["headers"]))
+
+
+def id_problem(id: object) -> str | None:
+    """Why `id` (from a JSON body) is no valid counter id, or None when it is one."""
+    if not isinstance(id, str):
+        return "string_type"
+    if len(id) > ID_MAX_LENGTH:
+        return "string_too_long"
+    if not id or _ID.fullmatch(id) is None:
+        return "string_pattern_mismatch"
+    return None
 
 
 def _idempotency_key(headers: list[tuple[bytes, bytes]], problems: list[Problem]) -> str | None:
@@ -164,13 +302,11 @@ def _id(raw_path: bytes, problems: list[Problem]) -> str:
     return id
 
 
-def _numbers(
-    query: bytes, declared: tuple[Integer, ...], problems: list[Problem]
-) -> dict[str, int]:
+def _query(query: bytes, declared: tuple[Param, ...], problems: list[Problem]) -> dict[str, object]:
     if not query or not declared:
         return {}
     by_name = {param.name: param for param in declared}
-    found: dict[str, int] = {}
+    found: dict[str, object] = {}
     seen: set[str] = set()
     for pair in query.split(b"&"):
         raw_name, _, raw_value = pair.partition(b"=")
@@ -182,16 +318,20 @@ def _numbers(
             problems.append(Problem(("query", name), param.rule, "repeated", "given twice"))
             continue
         seen.add(name)
-        text = _unquote(raw_value)
-        if not (text.isascii() and text.isdigit()):
-            problems.append(Problem(("query", name), param.rule, "int_parsing"))
-            continue
-        value = int(text) if len(text) <= _MAX_DIGITS else param.high + 1
-        if not param.low <= value <= param.high:
-            problems.append(Problem(("query", name), param.rule, "out_of_range"))
+        value = param.parse(_unquote(raw_value))
+        if value is None:
+            kind = "out_of_range" if _looks_numeric(raw_value) else "int_parsing"
+            if isinstance(param, WindowParam):
+                kind = "value_error"
+            problems.append(Problem(("query", name), param.rule, kind))
             continue
         found[name] = value
     return found
+
+
+def _looks_numeric(raw: bytes) -> bool:
+    text = raw.decode("latin-1").removeprefix("-")
+    return text.isascii() and text.isdigit()
 
 
 def _unquote(raw: bytes) -> str:

@@ -9,18 +9,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from app.batching import GroupCommit
-from app.counter_range import refusal
-from app.errors import CounterCapped, IdempotencyKeyReused, RequestInFlight, StoreUnavailable
+from app.counter_range import refused
+from app.errors import (
+    BatchNotAtomic,
+    CounterCapped,
+    CounterError,
+    IdempotencyKeyReused,
+    RequestInFlight,
+    StoreUnavailable,
+)
 from app.guard import Cut, StoreGuard
 from app.increment_log import log_increment
 from app.metrics import Metrics
 from app.registry import StoreRegistry
 from app.settings import Settings
 from app.stores import STORE_TYPES, CounterStore
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 
 log = logging.getLogger("atomic_counter")
 
@@ -90,29 +97,43 @@ class Counters:
                 extra={"pending": len(pending), "timeout": CLOSE_TIMEOUT},
             )
 
-    async def increment(self, store: str, key: str, by: int = 1, cap: int | None = None) -> int:
-        """Increment `key` on `store` by `by`, capped at `cap` when given; return the new value."""
+    async def increment(
+        self,
+        store: str,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        """Add `by` to `key` on `store` (subtract, when negative) within its bound; return the
+        new value. Increments are bound by `cap`, decrements by `floor`."""
         self._guard(store)  # unknown and unconfigured stores are refused before any log line
         started = time.perf_counter()
         outcome = "error"
         value: int | None = None
         try:
             if self._group_commit is None:
-                value = await self._write(store, key, by, cap)
+                value = await self._write(store, key, by, cap, floor, expires_at)
             else:
-                value = await self._group_commit.increment(store, key, by, cap)
+                value = await self._group_commit.increment(store, key, by, cap, floor, expires_at)
             outcome = "ok"
             return value
         except CounterCapped as exc:
             outcome, value = "capped", exc.current
-            if cap is None:
-                raise refusal(exc.current, cap) from exc
-            raise
+            raise refused(exc.current, by, cap, floor) from exc
         finally:
-            log_increment(store, key, by, cap, value, outcome, started)
+            log_increment(store, key, by, cap, value, outcome, started, **_floor(by, floor))
 
     async def increment_once(
-        self, store: str, key: str, by: int, cap: int | None, once: Once
+        self,
+        store: str,
+        key: str,
+        by: int,
+        cap: int | None,
+        once: Once,
+        floor: int = 0,
+        expires_at: int | None = None,
     ) -> Recorded:
         """`increment`, applied and recorded once under `once`; a repeat returns the record.
 
@@ -125,7 +146,8 @@ class Counters:
         value: int | None = None
         try:
             recorded = await guard.call(
-                "increment_once", lambda s: s.increment_once(key, by, cap, once)
+                "increment_once",
+                lambda s: s.increment_once(key, by, cap, once, floor=floor, expires_at=expires_at),
             )
             if recorded.fingerprint != once.fingerprint:
                 outcome = "key_reused"
@@ -139,7 +161,59 @@ class Counters:
             outcome = "in_flight"
             raise
         finally:
-            log_increment(store, key, by, cap, value, outcome, started, idempotent=True)
+            log_increment(
+                store, key, by, cap, value, outcome, started, idempotent=True, **_floor(by, floor)
+            )
+
+    async def set(
+        self,
+        store: str,
+        key: str,
+        value: int,
+        expect: int | None = None,
+        expires_at: int | None = None,
+    ) -> int:
+        """Set `key` on `store` to `value` (only if it holds `expect`, when given); return the
+        value it replaced."""
+        return await self._guard(store).call(
+            "set", lambda s: s.set(key, value, expect=expect, expires_at=expires_at)
+        )
+
+    async def delete(self, store: str, key: str) -> int:
+        """Remove `key` on `store`; return the value it held."""
+        return await self._guard(store).call("delete", lambda s: s.delete(key))
+
+    async def apply_atomic(
+        self, store: str, changes: Sequence[Change], once: Once | None = None
+    ) -> list[int] | BatchRecorded:
+        """Apply every change on `store` or none (`BatchRefused`), in one atomic step."""
+        guard = self._guard(store)
+        if not getattr(guard.store, "atomic_batches", False):
+            raise BatchNotAtomic(
+                store, "its datastore has no multi-key transactions; send atomic: false"
+            )
+        recorded = await guard.call("apply_atomic", lambda s: s.apply_atomic(changes, once))
+        if isinstance(recorded, BatchRecorded) and recorded.fingerprint != once_fingerprint(once):
+            raise IdempotencyKeyReused()
+        return recorded
+
+    async def apply_each(self, store: str, changes: Sequence[Change]) -> list[int | CounterError]:
+        """Apply every change on `store` on its own, concurrently; each its value or error.
+
+        Changes of one counter go through group commit together (when it is on), as
+        concurrent requests would.
+        """
+        self._guard(store)
+
+        async def one(change: Change) -> int | CounterError:
+            try:
+                return await self.increment(
+                    store, change.key, change.by, change.cap, change.floor, change.expires_at
+                )
+            except CounterError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(change) for change in changes)))
 
     async def purge_expired(self) -> None:
         """Delete expired idempotency records on every enabled store; one down skips its turn."""
@@ -148,9 +222,13 @@ class Counters:
             with contextlib.suppress(StoreUnavailable):
                 await guard.call("purge_expired", lambda s: s.purge_expired())
 
-    async def _write(self, store: str, key: str, by: int, cap: int | None) -> int:
+    async def _write(
+        self, store: str, key: str, by: int, cap: int | None, floor: int, expires_at: int | None
+    ) -> int:
         # The one store call of an increment (or of a whole group-commit batch).
-        return await self._guard(store).call("increment", lambda s: s.increment(key, by, cap))
+        return await self._guard(store).call(
+            "increment", lambda s: s.increment(key, by, cap, floor, expires_at)
+        )
 
     async def get(self, store: str, key: str) -> int:
         """Return the current value of `key` on `store`."""
@@ -181,6 +259,15 @@ class Counters:
             self.registry.get(name)  # raises the error that says why
             raise AssertionError(name)  # every registered store has a guard
         return guard
+
+
+def once_fingerprint(once: Once | None) -> str | None:
+    return None if once is None else once.fingerprint
+
+
+def _floor(by: int, floor: int) -> dict[str, object]:
+    # Decrements log their floor; increments keep the line old metric filters read.
+    return {"min": floor} if by < 0 else {}
 
 
 __all__ = ["CLOSE_TIMEOUT", "Counters"]

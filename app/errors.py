@@ -35,6 +35,10 @@ class CounterCapped(CounterError):
         self.cap = cap
         self.replayed = False
         """The recorded answer of an earlier request with the same Idempotency-Key."""
+        self.window: dict[str, object] | None = None
+        """The window the refusal was counted in, for the answer's body."""
+        self.headers: dict[str, str] = {}
+        """Extra answer headers: the window's RateLimit fields."""
 
 
 class CounterLimitReached(CounterCapped):
@@ -132,7 +136,9 @@ class Problem:
 
     __slots__ = ("loc", "msg", "rule", "type")
 
-    def __init__(self, loc: tuple[str, str], rule: str, type: str, msg: str | None = None) -> None:
+    def __init__(
+        self, loc: tuple[str | int, ...], rule: str, type: str, msg: str | None = None
+    ) -> None:
         self.loc = loc
         self.rule = rule
         self.type = type
@@ -145,6 +151,14 @@ class InvalidRequest(CounterError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(dict.fromkeys(problem.rule for problem in problems)))
         self.problems = problems
+
+
+class MalformedBody(CounterError):
+    """The request's body is not JSON at all; nothing was done. Answered 400."""
+
+
+class Forbidden(CounterError):
+    """The caller may not run this operation (admin operations need ADMIN_API_KEYS)."""
 
 
 class Unauthorized(CounterError):

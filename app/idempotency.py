@@ -11,15 +11,18 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from app.counters import Counters
 from app.errors import IdempotencyKeyReused, RequestInFlight
 from app.metrics import Metrics
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 
 log = logging.getLogger("atomic_counter")
+
+R = TypeVar("R", Recorded, BatchRecorded)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -34,9 +37,25 @@ def token(scope: str, idempotency_key: str) -> str:
     return hashlib.sha256(f"{scope}\0{idempotency_key}".encode()).hexdigest()
 
 
-def fingerprint(store: str, key: str, by: int, cap: int | None) -> str:
-    """32 hex digits naming the request: a key reused for anything else is refused."""
-    request = json.dumps([store, key, by, cap], ensure_ascii=True, separators=(",", ":"))
+def fingerprint(store: str, key: str, by: int, cap: int | None, floor: int = 0) -> str:
+    """32 hex digits naming the request: a key reused for anything else is refused.
+
+    `key` is the counter's stored name, so a window's start is part of it. An increment
+    with the default floor has the fingerprint it always had.
+    """
+    fields: list[object] = [store, key, by, cap]
+    if floor:
+        fields.append(floor)
+    request = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(request.encode()).hexdigest()[:32]
+
+
+def batch_fingerprint(store: str, changes: Sequence[Change]) -> str:
+    """32 hex digits naming an atomic batch: its store and every change, in order."""
+    fields = [
+        [change.key, change.by, change.cap, change.floor, change.expires_at] for change in changes
+    ]
+    request = json.dumps(["batch", store, fields], ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(request.encode()).hexdigest()[:32]
 
 
@@ -54,7 +73,15 @@ class Idempotency:
         self._remembered: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def increment(
-        self, store: str, key: str, by: int, cap: int | None, scope: str, idempotency_key: str
+        self,
+        store: str,
+        key: str,
+        by: int,
+        cap: int | None,
+        scope: str,
+        idempotency_key: str,
+        floor: int = 0,
+        expires_at: int | None = None,
     ) -> Recorded:
         """Increment once under `idempotency_key`; a repeat gets the recorded outcome back.
 
@@ -63,14 +90,43 @@ class Idempotency:
         """
         once = Once(
             token=token(scope, idempotency_key),
-            fingerprint=fingerprint(store, key, by, cap),
+            fingerprint=fingerprint(store, key, by, cap, floor),
             ttl_seconds=self._ttl,
         )
+
+        async def run() -> Recorded:
+            return await self._counters.increment_once(
+                store, key, by, cap, once, floor=floor, expires_at=expires_at
+            )
+
+        return await self._once(store, once, run)
+
+    async def apply_atomic(
+        self, store: str, changes: Sequence[Change], scope: str, idempotency_key: str
+    ) -> BatchRecorded:
+        """Apply an atomic batch once under `idempotency_key`; a repeat gets its values back.
+
+        A refused batch records nothing: a retry of it is judged anew.
+        """
+        once = Once(
+            token=token(scope, idempotency_key),
+            fingerprint=batch_fingerprint(store, changes),
+            ttl_seconds=self._ttl,
+        )
+
+        async def run() -> BatchRecorded:
+            recorded = await self._counters.apply_atomic(store, changes, once)
+            assert isinstance(recorded, BatchRecorded), "a keyed batch is recorded"
+            return recorded
+
+        return await self._once(store, once, run)
+
+    async def _once(self, store: str, once: Once, run: Callable[[], Awaitable[R]]) -> R:
         outcome = "error"
         try:
             self._refuse_reuse(once)
             with self._claim(once.token):
-                recorded = await self._counters.increment_once(store, key, by, cap, once)
+                recorded = await run()
             self._remember(once)
             outcome = "replayed" if recorded.replayed else "applied"
             return recorded

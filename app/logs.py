@@ -107,6 +107,8 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
             "root": {"level": "WARNING", "handlers": ["stdout"]},
             "loggers": {
                 "atomic_counter": {"level": level, "handlers": ["stdout"], "propagate": False},
+                # Admin operations are always audited, whatever LOG_LEVEL says.
+                "atomic_counter.audit": {"level": "INFO"},
                 "uvicorn": {"level": level, "handlers": ["stdout"], "propagate": False},
                 "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
                 # The service logs every increment itself, with more detail.

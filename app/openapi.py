@@ -20,8 +20,8 @@ from app.counter_params import (
     IDEMPOTENCY_KEY_DESCRIPTION,
     OPERATIONS,
     STORE_DESCRIPTION,
-    Integer,
     Operation,
+    Param,
 )
 from app.schemas import CappedBody, CounterBody, ErrorBody, UsageLimitBody, ValidationErrorBody
 
@@ -110,7 +110,7 @@ def _id() -> dict[str, Any]:
     return _parameter("id", "path", ID_RULE, schema, required=True)
 
 
-def _query(param: Integer) -> dict[str, Any]:
+def _query(param: Param) -> dict[str, Any]:
     return _parameter(param.name, "query", param.description, param.schema())
 
 

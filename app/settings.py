@@ -25,6 +25,8 @@ class ServiceSettings(StoreSettings):
     use_conditional_writes: bool = False
     max_counter_value: int = Field(default=10, ge=1)
     api_keys: Annotated[list[SecretStr], NoDecode] = []
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = []
+    """Keys that may set and delete counters; unset, those operations are off."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     stores: Annotated[list[str] | None, NoDecode] = None
     """Allow-list of store names to serve; None serves every configured store."""
@@ -55,7 +57,7 @@ class ServiceSettings(StoreSettings):
     quota_per_day: int | None = Field(default=None, ge=1)
     quota_store: str | None = None
 
-    @field_validator("api_keys", "stores", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "stores", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

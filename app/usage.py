@@ -1,22 +1,23 @@
 """Usage plans per API key, as API Gateway had them: a token bucket, then a daily quota.
 
 The token bucket lives in this process (the effective limit is per process x processes);
-the daily quota is a capped counter on one of our own stores, so it is exact across every
-process that shares that store.
+the daily quota is a capped counter in a `1d` window (`app.windows`) on one of our own
+stores, so it is exact across every process that shares that store, and each day's counter
+expires by itself. A batch is one request to both.
 """
 
 import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from app.counters import Counters
 from app.errors import CounterCapped, CounterError, StoreUnavailable
 from app.metrics import Metrics
 from app.settings import Settings, SettingsError
+from app.windows import Window
 
-_DAY = 24 * 3600
+DAY = Window(86_400, "1d")
 
 INTERNAL_PREFIX = "\x1f"
 """Starts every counter id the service keeps for itself: no client id holds a control character."""
@@ -100,20 +101,20 @@ class RateLimiter:
 
 
 class DailyQuota:
-    """Requests per caller per UTC day, counted by a capped counter on `store`."""
+    """Requests per caller per UTC day, counted by a capped counter in a `1d` window."""
 
     def __init__(
         self,
         counters: Counters,
         store: str,
         limit: int,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
         self._store = store
         self._limit = limit
         self._clock = clock
-        self._policy = f'"daily";q={limit};w={_DAY}'
+        self._policy = f'"daily";q={limit};w={DAY.seconds}'
 
     async def consume(self, caller: str) -> None:
         """Count one request against today's quota, or raise `QuotaExceeded`.
@@ -121,14 +122,16 @@ class DailyQuota:
         Fails closed: when the quota store is down, `StoreUnavailable` (503) and no request.
         """
         now = self._clock()
-        counter_id = f"{INTERNAL_PREFIX}quota:{caller}:{now.date().isoformat()}"
+        today = DAY.at(now)
+        counter_id = today.key(f"{INTERNAL_PREFIX}quota:{caller}")
         try:
-            await self._counters.increment(self._store, counter_id, by=1, cap=self._limit)
+            await self._counters.increment(
+                self._store, counter_id, by=1, cap=self._limit, expires_at=today.expires_at
+            )
         except CounterCapped:
-            midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
             raise QuotaExceeded(
                 f"daily quota exceeded: {self._limit} requests per UTC day",
-                retry_after=max(1, math.ceil((midnight - now).total_seconds())),
+                retry_after=today.seconds_left(now),
                 policy=self._policy,
             ) from None
         except StoreUnavailable as exc:

@@ -18,7 +18,14 @@ class FailingStore(NullStore):
     name: ClassVar[str] = "failing"
     enabled_by: ClassVar[str] = "FAILING_STORE"
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         raise RuntimeError("READONLY You can't write against a read only replica.")
 
     async def get(self, key: str) -> int:
@@ -35,12 +42,19 @@ class StubbornStore(NullStore):
     enabled_by: ClassVar[str] = "STUBBORN_STORE"
     hang_seconds: ClassVar[float] = 30.0
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         try:
             await asyncio.sleep(self.hang_seconds)
         except asyncio.CancelledError:
             await asyncio.sleep(self.hang_seconds)  # the cancel is lost inside the pool
-        return await super().increment(key, by, cap)
+        return await super().increment(key, by, cap, floor, expires_at)
 
 
 class LimitStore(NullStore):
@@ -49,7 +63,14 @@ class LimitStore(NullStore):
     name: ClassVar[str] = "limit"
     enabled_by: ClassVar[str] = "LIMIT_STORE"
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         current = self.values.setdefault(key, COUNTER_LIMIT - 1)
         if current + by > min(cap or COUNTER_LIMIT, COUNTER_LIMIT):
             raise CounterCapped(current=current, cap=min(cap or COUNTER_LIMIT, COUNTER_LIMIT))
@@ -73,7 +94,14 @@ class LeakyStore(NullStore):
             return None
         return cls(settings.redis_url.get_secret_value())
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         password = self._url.split(":")[2].split("@")[0]
         logging.getLogger("some.driver").warning("reconnecting to %s", self._url)
         logging.getLogger("some.driver").error("auth failed (password=%s)", unquote(password))

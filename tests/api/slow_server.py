@@ -17,9 +17,16 @@ class SlowStore(NullStore):
     name: ClassVar[str] = "slow"
     enabled_by: ClassVar[str] = "SLOW_STORE"
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         await asyncio.sleep(3600 if key.startswith("stall") else SLOW_SECONDS)
-        return await super().increment(key, by, cap)
+        return await super().increment(key, by, cap, floor, expires_at)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,18 @@ async def test_store_not_configured_is_404_naming_its_setting(
         ("/sqlite/" + "x" * 256, {}, "id must be 1 to 255 characters"),
         ("/sqlite/bad%01id", {}, "no control characters"),
         ("/sqlite/bad%7Fid", {}, "no control characters"),
-        ("/sqlite/x", {"by": "0"}, "by must be an integer from 1 to 1000000"),
-        ("/sqlite/x", {"by": "1000001"}, "by must be an integer from 1 to 1000000"),
-        ("/sqlite/x", {"by": "two"}, "by must be an integer"),
+        ("/sqlite/x", {"by": "0"}, "by must be a nonzero integer from -1000000 to 1000000"),
+        ("/sqlite/x", {"by": "1000001"}, "by must be a nonzero integer from -1000000 to 1000000"),
+        ("/sqlite/x", {"by": "-1000001"}, "by must be a nonzero integer from -1000000 to 1000000"),
+        ("/sqlite/x", {"by": "two"}, "by must be a nonzero integer"),
+        ("/sqlite/x", {"by": "--1"}, "by must be a nonzero integer"),
+        ("/sqlite/x", {"by": "+1"}, "by must be a nonzero integer"),
+        ("/sqlite/x", {"min": "-1"}, "min must be an integer from 0"),
+        ("/sqlite/x", {"min": "5", "max": "4"}, "min must not be greater than max"),
+        ("/sqlite/x", {"window": "0s"}, "window must be"),
+        ("/sqlite/x", {"window": "25h"}, "window must be"),
+        ("/sqlite/x", {"window": "2d"}, "window must be"),
+        ("/sqlite/x", {"window": "60"}, "window must be"),
         ("/sqlite/x", {"max": "0"}, "max must be a positive integer"),
         ("/sqlite/x", {"max": "-5"}, "max must be a positive integer"),
         ("/sqlite/x", {"max": str(COUNTER_LIMIT + 1)}, f"up to {COUNTER_LIMIT}"),
@@ -66,12 +75,15 @@ async def test_255_character_id_is_accepted(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> None:
     missing = await client.post("/a/b/c")
-    wrong_method = await client.delete("/sqlite/x")
+    wrong_method = await client.patch("/sqlite/x")
+    wrong_batch_method = await client.get("/sqlite")
     assert missing.status_code == 404
     assert missing.json() == {"error": "Not Found"}
     assert wrong_method.status_code == 405
     assert wrong_method.json() == {"error": "Method Not Allowed"}
-    assert wrong_method.headers.get_list("allow") == ["GET, POST"]
+    assert wrong_method.headers.get_list("allow") == ["DELETE, GET, POST, PUT"]
+    assert wrong_batch_method.status_code == 405
+    assert wrong_batch_method.headers.get_list("allow") == ["POST"]
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

@@ -33,11 +33,18 @@ class CountingStore:
     async def setup(self) -> None:
         await self.inner.setup()
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         if self.gate is not None:
             await self.gate.wait()
         self.steps.append(by)
-        value = await self.inner.increment(key, by, cap)
+        value = await self.inner.increment(key, by, cap, floor, expires_at)
         if self.stall_batches and by > 1:
             await asyncio.sleep(3.0)  # written, but the answer comes too late
         return value
@@ -180,7 +187,14 @@ class RangeOnlyStore:
     async def setup(self) -> None:
         pass
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         self.steps.append(by)
         await asyncio.sleep(0.01)  # a round trip, so callers queue behind it
         current = self.values.get(key, 0)

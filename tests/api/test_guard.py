@@ -28,7 +28,14 @@ class BackgroundStore(NullStore):
         self.finished: list[str] = []
         self.release = asyncio.Event()
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         if key == "fails":
             in_background("prune", self._fail())
         elif key == "hangs":

@@ -350,7 +350,7 @@ async def test_a_keyed_increment_past_the_counter_limit_is_409_not_500(tmp_path:
 async def test_a_store_that_sees_the_first_copy_in_flight_answers_409(
     memory: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def pending(*args: object) -> None:
+    async def pending(*args: object, **kwargs: object) -> None:
         raise RequestInFlight()  # as Momento does while another task holds the record
 
     monkeypatch.setattr(MemoryStore, "increment_once", pending)

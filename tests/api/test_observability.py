@@ -88,6 +88,8 @@ async def test_openapi_documents_every_status_with_its_body(client: httpx.AsyncC
         "id",
         "by",
         "max",
+        "min",
+        "window",
         "Idempotency-Key",
     }
     assert (await client.get("/docs")).status_code == 200

@@ -206,7 +206,7 @@ async def test_a_quota_needs_an_enabled_quota_store(
 async def test_the_quota_resets_at_utc_midnight_and_says_when(tmp_path: Path) -> None:
     counters = Counters.from_settings(make_settings(sqlite_path=tmp_path / "c.db"), Metrics())
     now = datetime(2026, 3, 1, 23, 59, 30, 500_000, tzinfo=UTC)
-    quota = DailyQuota(counters, "sqlite", limit=2, clock=lambda: now)
+    quota = DailyQuota(counters, "sqlite", limit=2, clock=lambda: now.timestamp())
     await counters.start()
     try:
         await quota.consume("caller")

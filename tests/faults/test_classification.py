@@ -30,7 +30,14 @@ class _ClosedTransportStore(NullStore):
         "bug": RuntimeError("dictionary changed size during iteration"),
     }
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
         raise self.errors[key]
 
 
