@@ -1,19 +1,25 @@
 """Redis and ElastiCache (cluster mode on or off, Serverless): every operation is one Lua script.
 
-Key layout, with P = `REDIS_KEY_PREFIX` (default `atomic-counter:`, braces refused):
+Key layout, with P = `REDIS_KEY_PREFIX` (default `atomic-counter:`, braces refused) and
+E(x) = x with `%`, `{` and `}` percent-encoded:
 
-    P{<tag>}                  the counter: a decimal integer, 0 <= value <= COUNTER_LIMIT
-    P{<tag>}:once:<token>     an idempotency record: "<capped 0|1>:<value>:<fingerprint>"
+    P{E(id)}                  the counter of an id without a hash tag
+    P{E(tag)}{E(id)}          the counter of an id whose own hash tag is `{tag}`
+    <counter>:once:<token>    an idempotency record: "<capped 0|1>:<value>:<fingerprint>"
+    P{<slot>}:batch:<token>   a keyed atomic batch's record: "<fingerprint>:<v1>,<v2>,..."
     Ponce:{<token>}           the token's claim: the fingerprint of its first request
 
-<tag> is the id with `%`, `{` and `}` percent-encoded. It holds no brace, so the first
-`{...}` of every key is ours: a counter and all of its records hash to one cluster slot
-(one script may touch them together), and the encoding is reversible, so two ids never
-share a key. A record lives beside its counter; the claim, hashed by the token alone, is
-what finds a token reused for another id (whose records sit in another slot). Without
-cluster mode the claim is checked inside the same script; in cluster mode a first script
-sets it on the token's slot, and the second applies the increment and its record.
-Records and claims expire by Redis's own TTL. Keys outside P are never read or written.
+E(x) holds no brace, so the first `{...}` of every key is ours: a counter and all of its
+records hash to one cluster slot (one script may touch them together), and E is
+reversible, so two ids never share a key. An id's hash tag (its first `{...}`, non-empty,
+as Redis Cluster reads one) is honoured, so `{order-7}-stock` and `{order-7}-sold` share
+a slot and one atomic batch may change both. A batch's record sits in the slot of its
+first counter, `<slot>` being that counter's first `{...}`. The claim, hashed by the token
+alone, is what finds a token reused for another id (whose records sit in another slot).
+Without cluster mode the claim is checked inside the same script; in cluster mode a first
+script sets it on the token's slot, and the second applies the change and its record.
+Records, claims and window counters expire by Redis's own TTL. Keys outside P are never
+read or written.
 """
 
 import asyncio
@@ -24,6 +30,7 @@ import redis.asyncio as aioredis
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
@@ -39,18 +46,26 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.counter_range import COUNTER_LIMIT, bounded_cap
-from app.errors import CounterCapped, ReplicationShortfall, StoreUnavailable
+from app.counter_range import COUNTER_LIMIT, bounded_cap, refused
+from app.errors import (
+    BatchNotAtomic,
+    BatchRefused,
+    CounterMismatch,
+    ReplicationShortfall,
+    StoreUnavailable,
+)
 from app.store_settings import StoreSettings, url_of
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 
 Client = aioredis.Redis | RedisCluster
 
 # Shared by every script. `read` answers nil for a value that is not one of our counters
 # (another type, or not an integer in range): the script then returns status -1. Lua
-# numbers are doubles, exact up to 2**53: stored values and caps stay <= COUNTER_LIMIT,
-# `cap - by` is compared instead of `current + by`, INCRBY takes `by` as the caller's
-# string, and numbers become strings through "%d", never Lua's 14-digit tostring.
+# numbers are doubles, exact up to 2**53: stored values, caps and floors stay <=
+# COUNTER_LIMIT, `cap - by` and `floor - by` are compared instead of `current + by` (past
+# 2**53 they round, but only where every value of the range is refused anyway), INCRBY
+# takes `by` as the caller's string, and numbers become strings through "%d", never Lua's
+# 14-digit tostring. `expires_at` is '' for a counter that never expires.
 _PRELUDE = f"""
 local LIMIT = {COUNTER_LIMIT}
 local function read(key)
@@ -64,16 +79,28 @@ local function read(key)
   if value > LIMIT then return nil end
   return value, raw
 end
-local function increment(key, by, cap)
+local function fits(current, by, cap, floor)
+  if by > 0 then return current <= cap - by end
+  return current >= floor - by
+end
+local function add(key, by, expires_at)
+  local value = redis.call('INCRBY', key, by)
+  if expires_at ~= '' then redis.call('EXPIREAT', key, expires_at) end
+  return string.format('%d', value)
+end
+local function increment(key, by, cap, floor, expires_at)
   local current, raw = read(key)
   if current == nil then return {{-1}} end
-  if current > cap - tonumber(by) then return {{0, raw}} end
-  return {{1, string.format('%d', redis.call('INCRBY', key, by))}}
+  if not fits(current, tonumber(by), cap, floor) then return {{0, raw}} end
+  return {{1, add(key, by, expires_at)}}
 end
 """
 
-# KEYS: counter. ARGV: by, cap. Returns {1, new value} or {0, current value} (capped).
-_INCREMENT = _PRELUDE + "return increment(KEYS[1], ARGV[1], tonumber(ARGV[2]))"
+# KEYS: counter. ARGV: by, cap, floor, expires_at. Returns {1, new value} or {0, current
+# value} (refused).
+_INCREMENT = (
+    _PRELUDE + "return increment(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])"
+)
 
 # KEYS: counter. Returns {1, value}.
 _GET = (
@@ -85,34 +112,36 @@ return {1, raw}
 """
 )
 
-# KEYS: counter, record[, claim]. ARGV: by, cap, fingerprint, ttl in ms, rewrite ('1' or '0').
-# Returns increment's answer, {2, record} (replayed) or {3, fingerprint} (claimed by another).
-# With `rewrite`, a replay writes its record again, unchanged: WAIT counts replicas up to the
-# connection's last write, so only a write makes the WAIT after a replay cover the record.
+# KEYS: counter, record[, claim]. ARGV: by, cap, floor, expires_at, fingerprint, ttl in ms,
+# rewrite ('1' or '0'). Returns increment's answer, {2, record} (replayed) or
+# {3, fingerprint} (claimed by another). With `rewrite`, a replay writes its record again,
+# unchanged: WAIT counts replicas up to the connection's last write, so only a write makes
+# the WAIT after a replay cover the record.
 _INCREMENT_ONCE = (
     _PRELUDE
     + """
 local record = redis.pcall('GET', KEYS[2])
 if type(record) == 'table' then return {-1} end
 if record then
-  if ARGV[5] == '1' then redis.call('SET', KEYS[2], record, 'KEEPTTL') end
+  if ARGV[7] == '1' then redis.call('SET', KEYS[2], record, 'KEEPTTL') end
   return {2, record}
 end
 if KEYS[3] then
   local claimed = redis.pcall('GET', KEYS[3])
   if type(claimed) == 'table' then return {-1} end
-  if claimed and claimed ~= ARGV[3] then return {3, claimed} end
+  if claimed and claimed ~= ARGV[5] then return {3, claimed} end
 end
-local answer = increment(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+local answer = increment(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 if answer[1] < 0 then return answer end
-redis.call('SET', KEYS[2], (1 - answer[1]) .. ':' .. answer[2] .. ':' .. ARGV[3], 'PX', ARGV[4])
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
+redis.call('SET', KEYS[2], (1 - answer[1]) .. ':' .. answer[2] .. ':' .. ARGV[5], 'PX', ARGV[6])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6]) end
 return answer
 """
 )
 
-# Cluster mode, before _INCREMENT_ONCE. KEYS: claim. ARGV: fingerprint, ttl in ms.
-# Returns {1, fingerprint} (ours, now or before) or {3, fingerprint} (another request's).
+# Cluster mode, before _INCREMENT_ONCE or a keyed _BATCH. KEYS: claim. ARGV: fingerprint,
+# ttl in ms. Returns {1, fingerprint} (ours, now or before) or {3, fingerprint} (another
+# request's).
 _CLAIM = """
 local claimed = redis.pcall('GET', KEYS[1])
 if type(claimed) == 'table' then return {-1} end
@@ -124,18 +153,117 @@ if claimed == ARGV[1] then return {1, claimed} end
 return {3, claimed}
 """
 
+# KEYS: counter. ARGV: value, expect ('' for none), expires_at. Returns {1, previous value}
+# or {0, current value} (not the expected one). Both are canonical decimals (what `read`
+# accepts, and Python's str of an int), so comparing the strings is exact. Records are
+# keys of their own: SET leaves them.
+_SET = (
+    _PRELUDE
+    + """
+local current, raw = read(KEYS[1])
+if current == nil then return {-1} end
+if ARGV[2] ~= '' and raw ~= ARGV[2] then return {0, raw} end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end
+return {1, raw}
+"""
+)
+
+# KEYS: counter. Returns {1, the value it held}. The counter's records stay, to expire by
+# their TTL: a retried keyed request is still answered from its record, never counted anew.
+_DELETE = (
+    _PRELUDE
+    + """
+local current, raw = read(KEYS[1])
+if current == nil then return {-1} end
+redis.call('DEL', KEYS[1])
+return {1, raw}
+"""
+)
+
+# KEYS: n counters[, record[, claim]]. ARGV: n, fingerprint, ttl in ms, rewrite, then
+# by, cap, floor, expires_at for each counter. Every bound is checked before the first
+# write. Returns {1, value...}, {0, index, current value, ...} (every refusing change),
+# {2, record} (replayed) or {3, fingerprint} (claimed by another).
+_BATCH = (
+    _PRELUDE
+    + """
+local n = tonumber(ARGV[1])
+local record_key, claim_key, fingerprint = KEYS[n + 1], KEYS[n + 2], ARGV[2]
+if record_key then
+  local record = redis.pcall('GET', record_key)
+  if type(record) == 'table' then return {-1} end
+  if record then
+    if ARGV[4] == '1' then redis.call('SET', record_key, record, 'KEEPTTL') end
+    return {2, record}
+  end
+  if claim_key then
+    local claimed = redis.pcall('GET', claim_key)
+    if type(claimed) == 'table' then return {-1} end
+    if claimed and claimed ~= fingerprint then return {3, claimed} end
+  end
+end
+local refusals = {0}
+for i = 1, n do
+  local at = 4 * i
+  local current, raw = read(KEYS[i])
+  if current == nil then return {-1} end
+  if not fits(current, tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])) then
+    refusals[#refusals + 1] = i - 1
+    refusals[#refusals + 1] = raw
+  end
+end
+if #refusals > 1 then return refusals end
+local values = {1}
+for i = 1, n do
+  values[i + 1] = add(KEYS[i], ARGV[4 * i + 1], ARGV[4 * i + 4])
+end
+if record_key then
+  redis.call('SET', record_key, fingerprint .. ':' .. table.concat(values, ',', 2), 'PX', ARGV[3])
+  if claim_key then redis.call('SET', claim_key, fingerprint, 'PX', ARGV[3]) end
+end
+return values
+"""
+)
+
+_CROSS_SLOT = (
+    "in a Redis Cluster the counters of one atomic batch must share a hash slot, and these "
+    "do not: give their ids one hash tag, e.g. {order-7}-stock and {order-7}-sold"
+)
+
 _STORED, _CAPPED, _REPLAYED, _CLAIMED_BY_ANOTHER = 1, 0, 2, 3
+_MISMATCH = 0  # _SET's answer when the current value is not the expected one
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def hash_tag(key: str) -> str | None:
+    """The id's own hash tag as Redis Cluster reads one: what its first `{` and the first
+    `}` after it enclose, when that is not empty."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else None
 
 
 def counter_key(prefix: str, key: str) -> str:
-    """The Redis key of counter `key`: its hash tag is the whole (escaped) id."""
-    tag = key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return f"{prefix}{{{tag}}}"
+    """The Redis key of counter `key`: its hash tag is the id's own, or else the whole id."""
+    tag = hash_tag(key)
+    if tag is None:
+        return f"{prefix}{{{_escape(key)}}}"
+    # Two brace groups where an untagged id's key has one: the two forms never meet.
+    return f"{prefix}{{{_escape(tag)}}}{{{_escape(key)}}}"
 
 
 def record_key(prefix: str, key: str, token: str) -> str:
     """Where the outcome of `token` on counter `key` is recorded, in the counter's slot."""
     return f"{counter_key(prefix, key)}:once:{token}"
+
+
+def batch_record_key(counter: str, token: str) -> str:
+    """Where a keyed atomic batch whose first counter is at `counter` records its values."""
+    return f"{counter[: counter.index('}') + 1]}:batch:{token}"
 
 
 def claim_key(prefix: str, token: str) -> str:
@@ -175,6 +303,7 @@ class RedisSettings(StoreSettings):
 
 class RedisStore:
     name: ClassVar[str] = "redis"
+    atomic_batches: ClassVar[bool] = True
     settings: ClassVar[type[StoreSettings]] = RedisSettings
     enabled_by: ClassVar[str] = "REDIS_URL"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (
@@ -223,6 +352,9 @@ class RedisStore:
         self._get = client.register_script(_GET)
         self._increment_once = client.register_script(_INCREMENT_ONCE)
         self._claim = client.register_script(_CLAIM)
+        self._set = client.register_script(_SET)
+        self._delete = client.register_script(_DELETE)
+        self._batch = client.register_script(_BATCH)
 
     @property
     def cluster(self) -> bool:
@@ -279,27 +411,47 @@ class RedisStore:
             await self._switch_to_cluster()
             await _close(self._retired.pop())  # nothing else has used it yet
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = bounded_cap(cap)
-        answer = await self._run(
-            lambda: self._written(self._increment, [self._counter(key)], [by, limit])
-        )
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        args = [by, bounded_cap(cap), floor, _expiry(expires_at)]
+        answer = await self._run(lambda: self._written(self._increment, [self._counter(key)], args))
         if self._status(answer) == _CAPPED:
-            raise CounterCapped(current=int(answer[1]), cap=limit)
+            raise refused(int(answer[1]), by, cap, floor)
         return int(answer[1])
 
-    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        limit = bounded_cap(cap)
+    async def increment_once(
+        self,
+        key: str,
+        by: int,
+        cap: int | None,
+        once: Once,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> Recorded:
         ttl_ms = once.ttl_seconds * 1000
         keys = [self._counter(key), record_key(self._prefix, key, once.token)]
         claim = claim_key(self._prefix, once.token)
 
-        args = [by, limit, once.fingerprint, ttl_ms, "1" if self._wait_replicas else "0"]
+        args = [
+            by,
+            bounded_cap(cap),
+            floor,
+            _expiry(expires_at),
+            once.fingerprint,
+            ttl_ms,
+            self._rewrite,
+        ]
 
         async def run() -> Sequence[Any]:
             if not self.cluster:
                 return await self._written(self._increment_once, [*keys, claim], args)
-            claimed = await self._written(self._claim, [claim], [once.fingerprint, ttl_ms])
+            claimed = await self._claimed(claim, once)
             if self._status(claimed) != _STORED:
                 return claimed
             return await self._written(self._increment_once, keys, args)
@@ -318,8 +470,76 @@ class RedisStore:
             replayed=False,
         )
 
+    async def set(
+        self, key: str, value: int, expect: int | None = None, expires_at: int | None = None
+    ) -> int:
+        if not 0 <= value <= COUNTER_LIMIT:
+            raise ValueError(f"a counter holds 0 to {COUNTER_LIMIT}, not {value}")
+        args = [value, "" if expect is None else str(expect), _expiry(expires_at)]
+        answer = await self._run(lambda: self._written(self._set, [self._counter(key)], args))
+        if self._status(answer) == _MISMATCH:
+            assert expect is not None
+            raise CounterMismatch(int(answer[1]), expect)
+        return int(answer[1])
+
+    async def delete(self, key: str) -> int:
+        answer = await self._run(lambda: self._written(self._delete, [self._counter(key)], []))
+        self._status(answer)
+        return int(answer[1])
+
+    async def apply_atomic(
+        self, changes: Sequence[Change], once: Once | None = None
+    ) -> list[int] | BatchRecorded:
+        if not changes:
+            raise ValueError("an atomic batch holds at least one change")
+        keys = [self._counter(change.key) for change in changes]
+        if len(set(keys)) != len(keys):
+            raise ValueError("the changes of an atomic batch name distinct counters")
+        args: list[Any] = [
+            len(changes),
+            "" if once is None else once.fingerprint,
+            0 if once is None else once.ttl_seconds * 1000,
+            self._rewrite,
+        ]
+        for change in changes:
+            args += [change.by, bounded_cap(change.cap), change.floor, _expiry(change.expires_at)]
+        record = [] if once is None else [batch_record_key(keys[0], once.token)]
+        claim = [] if once is None else [claim_key(self._prefix, once.token)]
+
+        async def run() -> Sequence[Any]:
+            # Checked on every attempt: a first MOVED may have switched to cluster mode.
+            if not self.cluster:
+                return await self._written(self._batch, [*keys, *record, *claim], args)
+            if len({key_slot(key.encode()) for key in keys}) > 1:
+                raise BatchNotAtomic(self.name, _CROSS_SLOT)
+            if once is not None:
+                # A refused batch leaves this claim: a retry with the same request passes it.
+                claimed = await self._claimed(claim[0], once)
+                if self._status(claimed) != _STORED:
+                    return claimed
+            return await self._written(self._batch, [*keys, *record], args)
+
+        answer = await self._run(run)
+        status = self._status(answer)
+        if status == _CAPPED:
+            refusals = []
+            for index, current in zip(answer[1::2], answer[2::2], strict=True):
+                change = changes[int(index)]
+                refusal = refused(int(current), change.by, change.cap, change.floor)
+                refusals.append((int(index), refusal))
+            raise BatchRefused(refusals)
+        if status == _REPLAYED:
+            return self._parse_batch_record(answer[1])
+        if status == _CLAIMED_BY_ANOTHER:
+            # Only the fingerprint matters here: the caller refuses the request (422).
+            return BatchRecorded(values=(), fingerprint=_text(answer[1]), replayed=True)
+        values = [int(value) for value in answer[1:]]
+        if once is None:
+            return values
+        return BatchRecorded(values=tuple(values), fingerprint=once.fingerprint, replayed=False)
+
     async def purge_expired(self) -> None:
-        return None  # records carry a TTL: Redis expires them itself
+        return None  # records, claims and window counters carry a TTL: Redis expires them
 
     async def get(self, key: str) -> int:
         answer = await self._run(lambda: self._get(keys=[self._counter(key)]))
@@ -335,6 +555,16 @@ class RedisStore:
 
     def _counter(self, key: str) -> str:
         return counter_key(self._prefix, key)
+
+    @property
+    def _rewrite(self) -> str:
+        """Whether a replay writes its record again, for its WAIT to cover it."""
+        return "1" if self._wait_replicas else "0"
+
+    async def _claimed(self, claim: str, once: Once) -> Sequence[Any]:
+        return await self._written(
+            self._claim, [claim], [once.fingerprint, once.ttl_seconds * 1000]
+        )
 
     async def _written(
         self, script: AsyncScript, keys: list[str], args: list[Any]
@@ -422,6 +652,14 @@ class RedisStore:
         except ValueError:  # UnicodeDecodeError among them: someone else wrote this key
             raise self._foreign() from None
 
+    def _parse_batch_record(self, raw: bytes | str) -> BatchRecorded:
+        try:
+            fingerprint, values = _text(raw).split(":", 1)
+            parsed = tuple(int(value) for value in values.split(","))
+            return BatchRecorded(values=parsed, fingerprint=fingerprint, replayed=True)
+        except ValueError:
+            raise self._foreign() from None
+
     def _foreign(self) -> StoreUnavailable:
         return StoreUnavailable(
             self.name, f"a key under the prefix {self._prefix!r} holds a value that is no counter"
@@ -441,6 +679,10 @@ async def _close(client: Client) -> None:
     else:
         # A client built on a pool it was handed leaves that pool's sockets open.
         await client.aclose(close_connection_pool=True)
+
+
+def _expiry(expires_at: int | None) -> int | str:
+    return "" if expires_at is None else expires_at
 
 
 def _text(reply: bytes | str) -> str:

@@ -16,10 +16,17 @@ from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.crc import key_slot
 
 from app.counter_range import COUNTER_LIMIT
-from app.errors import StoreUnavailable
+from app.errors import BatchNotAtomic, CounterFloorReached, StoreUnavailable
 from app.settings import SettingsError, load_settings
-from app.stores.base import Once
-from app.stores.redis import RedisStore, claim_key, counter_key, record_key
+from app.stores.base import BatchRecorded, Change, Once
+from app.stores.redis import (
+    RedisStore,
+    batch_record_key,
+    claim_key,
+    counter_key,
+    hash_tag,
+    record_key,
+)
 from testing.servers.redis import RedisClusterServer, RedisServer
 from tests.conftest import Servers, make_settings, once, open_store, serve, shared_server
 
@@ -117,6 +124,49 @@ def test_distinct_ids_never_share_a_key() -> None:
     assert not (keys | records) & {claim_key(PREFIX, token)}
 
 
+@pytest.mark.parametrize(
+    ("counter_id", "tag"),
+    [
+        ("plain", None),
+        ("{}", None),
+        ("}{", None),
+        ("{", None),
+        ("{tag}x", "tag"),
+        ("a{b}c", "b"),
+        ("a}b{c", None),
+        ("{{x}}", "{x"),
+        ("x{}{y}", None),
+        ("{a}{b}", "a"),
+    ],
+)
+def test_an_ids_hash_tag_is_read_as_redis_cluster_reads_it(
+    counter_id: str, tag: str | None
+) -> None:
+    assert hash_tag(counter_id) == tag
+    # A tag that needs no escaping puts the counter where Redis would put the raw id.
+    if tag is not None and not {"%", "{"} & set(tag):
+        assert key_slot(counter_key(PREFIX, counter_id).encode()) == key_slot(counter_id.encode())
+
+
+def test_ids_sharing_a_hash_tag_share_a_slot_and_keep_their_own_keys() -> None:
+    ids = ["{order-7}-stock", "{order-7}-sold", "x{order-7}", "{order-7}"]
+    keys = [counter_key(PREFIX, counter_id) for counter_id in ids]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    assert len(set(keys)) == len(ids)
+    assert counter_key(PREFIX, "order-7") not in keys, "an untagged id has a key of its own"
+
+
+def test_a_batch_record_sits_in_its_first_counters_slot_apart_from_every_other_key() -> None:
+    token = "ef" * 32
+    batch_records = {batch_record_key(counter_key(PREFIX, i), token) for i in AWKWARD_IDS}
+    for counter_id in AWKWARD_IDS:
+        counter = counter_key(PREFIX, counter_id)
+        assert key_slot(batch_record_key(counter, token).encode()) == key_slot(counter.encode())
+    others = {counter_key(PREFIX, i) for i in AWKWARD_IDS}
+    others |= {record_key(PREFIX, i, token) for i in AWKWARD_IDS} | {claim_key(PREFIX, token)}
+    assert not batch_records & others
+
+
 def test_ids_spread_over_the_slots() -> None:
     slots = {key_slot(counter_key(PREFIX, f"page-{n}").encode()) for n in range(1000)}
     assert len(slots) > 900, "the hash tag is the id, not something they all share"
@@ -148,25 +198,40 @@ def test_redis_cluster_reads_true_false_or_unset(
 
 async def test_every_key_the_service_writes_is_under_the_prefix(own_server: RedisServer) -> None:
     prefix = "tenant-7:"
+    expires_at = int(time.time()) + 3600
     async with open_store(RedisStore, redis_url=own_server.url, redis_key_prefix=prefix) as store:
         await store.increment("page{views}", by=3)
         await store.increment("page{views}", cap=4)
         await store.increment_once("page{views}", 1, 10, token := once())
         await store.increment_once("other", 1, None, other := once(ttl=60))
         assert await store.get("page{views}") == 5
+        await store.set("hour", 2, expires_at=expires_at)
+        await store.increment("gone", by=4)
+        assert await store.delete("gone") == 4
+        await store.apply_atomic(
+            [Change("{cart}-a", 1), Change("{cart}-b", 2)], batch := once("e" * 32)
+        )
     raw = redis.Redis(port=own_server.port, decode_responses=True)
     try:
         assert set(raw.keys("*")) == {
-            "tenant-7:{page%7Bviews%7D}",
-            f"tenant-7:{{page%7Bviews%7D}}:once:{token.token}",
+            "tenant-7:{views}{page%7Bviews%7D}",
+            f"tenant-7:{{views}}{{page%7Bviews%7D}}:once:{token.token}",
             f"tenant-7:once:{{{token.token}}}",
             "tenant-7:{other}",
             f"tenant-7:{{other}}:once:{other.token}",
             f"tenant-7:once:{{{other.token}}}",
+            "tenant-7:{hour}",
+            "tenant-7:{cart}{%7Bcart%7D-a}",
+            "tenant-7:{cart}{%7Bcart%7D-b}",
+            f"tenant-7:{{cart}}:batch:{batch.token}",
+            f"tenant-7:once:{{{batch.token}}}",
         }
-        assert raw.get("tenant-7:{page%7Bviews%7D}") == "5"
-        assert raw.get(f"tenant-7:{{page%7Bviews%7D}}:once:{token.token}") == f"0:5:{'f' * 32}"
+        assert raw.get("tenant-7:{views}{page%7Bviews%7D}") == "5"
+        record = f"tenant-7:{{views}}{{page%7Bviews%7D}}:once:{token.token}"
+        assert raw.get(record) == f"0:5:{'f' * 32}"
         assert raw.get(f"tenant-7:once:{{{token.token}}}") == "f" * 32
+        assert raw.get(f"tenant-7:{{cart}}:batch:{batch.token}") == f"{'e' * 32}:1,2"
+        assert raw.expiretime("tenant-7:{hour}") == expires_at
     finally:
         raw.close()
 
@@ -206,8 +271,14 @@ async def test_a_foreign_value_under_the_prefix_is_unavailable_and_left_as_it_wa
     for attempt in (
         store.increment(key),
         store.increment(key, by=2, cap=10),
+        store.increment(key, by=-1),
         store.increment_once(key, 1, None, once()),
         store.get(key),
+        store.set(key, 3),
+        store.set(key, 3, expect=0),
+        store.delete(key),
+        store.apply_atomic([Change(key, 1)]),
+        store.apply_atomic([Change(key, -1)], once()),
     ):
         with pytest.raises(StoreUnavailable, match="holds a value that is no counter"):
             await attempt
@@ -270,6 +341,118 @@ async def test_records_and_claims_carry_the_tokens_ttl(
     await store.increment_once(key, 1, None, token)
     for where in (record_key(PREFIX, key, token.token), claim_key(PREFIX, token.token)):
         assert 50_000 < raw.pttl(where) <= 60_000, "Redis expires them itself"
+
+
+# --- Window counters and atomic batches ----------------------------------------------------
+
+
+async def test_window_counters_carry_their_expiry_as_a_redis_ttl(
+    store: RedisStore, raw: Any, key: str
+) -> None:
+    expires_at = int(time.time()) + 600
+    await store.increment(key, by=2, expires_at=expires_at)
+    await store.increment(key, by=-1, expires_at=expires_at)
+    await store.increment_once(f"{key}-keyed", 1, None, once(), expires_at=expires_at)
+    await store.set(f"{key}-set", 5, expires_at=expires_at)
+    await store.apply_atomic([Change(f"{key}-batch", 1, expires_at=expires_at)])
+    for counter_id in (key, f"{key}-keyed", f"{key}-set", f"{key}-batch"):
+        assert raw.expiretime(counter_key(PREFIX, counter_id)) == expires_at
+    await store.increment(f"{key}-plain")
+    assert raw.ttl(counter_key(PREFIX, f"{key}-plain")) == -1, "no expiry: no TTL"
+    with pytest.raises(CounterFloorReached):
+        await store.increment(f"{key}-absent", by=-1, expires_at=expires_at)
+    assert raw.exists(counter_key(PREFIX, f"{key}-absent")) == 0, "a refusal writes nothing"
+
+
+async def test_a_token_reused_for_another_batch_is_reported_and_writes_nothing(
+    store: RedisStore, key: str
+) -> None:
+    first = once("a" * 32)
+    await store.apply_atomic([Change(f"{{{key}}}-a", 1), Change(f"{{{key}}}-b", 1)], first)
+    reused = Once(token=first.token, fingerprint="b" * 32, ttl_seconds=first.ttl_seconds)
+    # Another first counter: the record is looked for elsewhere, and the claim answers.
+    for changes in ([Change(f"{key}-c", 1)], [Change(f"{{{key}}}-b", 1)]):
+        answer = await store.apply_atomic(changes, reused)
+        assert isinstance(answer, BatchRecorded)
+        assert (answer.replayed, answer.fingerprint) == (True, "a" * 32)
+    assert (await store.get(f"{key}-c"), await store.get(f"{{{key}}}-b")) == (0, 1)
+    # One claim for every use of a token: a keyed increment meets the batch's too.
+    keyed = await store.increment_once(f"{key}-d", 1, None, reused)
+    assert (keyed.replayed, keyed.fingerprint) == (True, "a" * 32)
+    assert await store.get(f"{key}-d") == 0
+
+
+async def test_batch_records_and_their_claims_carry_the_tokens_ttl(
+    store: RedisStore, raw: Any, key: str
+) -> None:
+    token = once(ttl=60)
+    first = f"{{{key}}}-a"
+    await store.apply_atomic([Change(first, 1), Change(f"{{{key}}}-b", 1)], token)
+    record = batch_record_key(counter_key(PREFIX, first), token.token)
+    for where in (record, claim_key(PREFIX, token.token)):
+        assert 50_000 < raw.pttl(where) <= 60_000, "Redis expires them itself"
+
+
+def evalsha_calls_on(ports: list[int]) -> int:
+    total = 0
+    for port in ports:
+        admin = redis.Redis(port=port)
+        total += int(admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        admin.close()
+    return total
+
+
+async def test_a_cross_slot_batch_on_a_cluster_is_refused_before_anything_is_written(
+    cluster: RedisClusterServer, key: str
+) -> None:
+    ids = [f"{key}-a", f"{key}-b"]  # no hash tag: each id is its own
+    assert len({key_slot(counter_key(PREFIX, i).encode()) for i in ids}) == 2
+    raw = redis.RedisCluster.from_url(cluster.url)
+    async with open_store(RedisStore, redis_url=cluster.url) as store:
+        assert store.cluster
+        await store.increment(ids[0], by=5)
+        token = once()
+        before = evalsha_calls_on(cluster.ports)
+        for keyed in (None, token):
+            with pytest.raises(BatchNotAtomic, match=r"one hash tag, e\.g\. \{order-7\}-stock"):
+                await store.apply_atomic([Change(ids[0], -1), Change(ids[1], 1)], keyed)
+        assert evalsha_calls_on(cluster.ports) == before, "not one script was sent"
+        assert [await store.get(i) for i in ids] == [5, 0]
+    try:
+        assert raw.exists(counter_key(PREFIX, ids[1])) == 0
+        assert raw.exists(claim_key(PREFIX, token.token)) == 0
+        assert raw.exists(batch_record_key(counter_key(PREFIX, ids[0]), token.token)) == 0
+    finally:
+        raw.close()
+
+
+async def test_a_batch_on_a_cluster_not_yet_detected_switches_then_applies_or_refuses(
+    cluster: RedisClusterServer,
+) -> None:
+    # As where INFO is refused: the batch's MOVED or CROSSSLOT is the first redirection.
+    [elsewhere, other] = ids_on_other_nodes(cluster, 2)
+    tagged = [f"{{{elsewhere}}}-a", f"{{{elsewhere}}}-b"]
+
+    def detecting() -> RedisStore:
+        return RedisStore(
+            aioredis.Redis.from_url(cluster.url),
+            connect_cluster=lambda: RedisCluster.from_url(cluster.url),
+        )
+
+    store = detecting()
+    try:
+        assert await store.apply_atomic([Change(tagged[0], 1), Change(tagged[1], 2)]) == [1, 2]
+        assert store.cluster
+    finally:
+        await store.close()
+    store = detecting()
+    try:
+        with pytest.raises(BatchNotAtomic):
+            await store.apply_atomic([Change(tagged[0], 1), Change(other, 1)], once())
+        assert store.cluster
+        assert (await store.get(tagged[0]), await store.get(other)) == (1, 0)
+    finally:
+        await store.close()
 
 
 # --- Cluster mode --------------------------------------------------------------------------
@@ -444,6 +627,34 @@ async def test_an_increment_keyed_or_not_is_one_round_trip(
         monkeypatch.undo()
     assert len(sent) == 3, "one request each: no read before the write, no second script"
     assert evalsha_calls(own_server.port) - before == 3
+
+
+async def test_set_delete_and_batches_keyed_or_not_are_one_round_trip_each(
+    own_server: RedisServer, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[object] = []
+    send = AsyncConnection.send_packed_command
+
+    async def counted(self: AsyncConnection, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        await send(self, command, check_health)
+
+    pair = [Change(f"{{{key}}}-a", 1), Change(f"{{{key}}}-b", 2, cap=5)]
+    async with open_store(RedisStore, redis_url=own_server.url) as store:
+        # The first calls open the connection and load the scripts.
+        await store.set(f"{key}-warm", 1)
+        await store.delete(f"{key}-warm")
+        await store.apply_atomic([Change(f"{key}-warm", 1)])
+        before = evalsha_calls(own_server.port)
+        monkeypatch.setattr(AsyncConnection, "send_packed_command", counted)
+        assert await store.set(key, 5) == 0
+        assert await store.set(key, 6, expect=5) == 5
+        assert await store.delete(key) == 6
+        assert await store.apply_atomic(pair) == [1, 2]
+        assert (await store.apply_atomic(pair, once())).values == (2, 4)  # type: ignore[union-attr]
+        monkeypatch.undo()
+    assert len(sent) == 5, "one request each"
+    assert evalsha_calls(own_server.port) - before == 5
 
 
 async def test_a_full_server_is_a_503_and_serves_again_once_it_has_room(

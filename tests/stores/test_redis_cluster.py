@@ -13,11 +13,21 @@ import pytest
 from app.stores.redis import RedisStore
 from testing.servers.redis import RedisClusterServer
 from tests.conftest import open_store, shared_server
-from tests.stores import test_contract, test_idempotency_contract, test_range_contract
+from tests.stores import (
+    test_contract,
+    test_idempotency_contract,
+    test_lifecycle_contract,
+    test_range_contract,
+)
 
 pytestmark = pytest.mark.redis
 
-for _suite in (test_contract, test_idempotency_contract, test_range_contract):
+for _suite in (
+    test_contract,
+    test_idempotency_contract,
+    test_range_contract,
+    test_lifecycle_contract,
+):
     globals().update(
         {name: test for name, test in vars(_suite).items() if name.startswith("test_")}
     )

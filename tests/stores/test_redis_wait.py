@@ -10,14 +10,25 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
+from app.stores.base import Change
 from app.stores.redis import RedisStore
 from testing.servers.redis import RedisServer
-from tests.conftest import Servers, open_store
-from tests.stores import test_contract, test_idempotency_contract, test_range_contract
+from tests.conftest import Servers, once, open_store
+from tests.stores import (
+    test_contract,
+    test_idempotency_contract,
+    test_lifecycle_contract,
+    test_range_contract,
+)
 
 pytestmark = pytest.mark.redis
 
-for _suite in (test_contract, test_idempotency_contract, test_range_contract):
+for _suite in (
+    test_contract,
+    test_idempotency_contract,
+    test_range_contract,
+    test_lifecycle_contract,
+):
     globals().update(
         {name: test for name, test in vars(_suite).items() if name.startswith("test_")}
     )
@@ -55,3 +66,30 @@ async def store(primary: RedisServer) -> AsyncIterator[RedisStore]:
 
 async def test_the_suites_here_run_with_wait_on(store: RedisStore) -> None:
     assert store._wait_replicas == 1
+
+
+def waits(port: int) -> int:
+    admin = redis.Redis(port=port)
+    calls = int(admin.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+    admin.close()
+    return calls
+
+
+async def test_set_delete_and_batches_each_wait_for_the_replica(
+    store: RedisStore, primary: RedisServer, key: str
+) -> None:
+    pair = [Change(f"{{{key}}}-a", 1), Change(f"{{{key}}}-b", -1)]
+    await store.increment(f"{{{key}}}-b", by=5)
+    # A script's first call is refused (NOSCRIPT) and sent again with its WAIT: load them.
+    await store.set(f"{key}-warm", 1)
+    await store.delete(f"{key}-warm")
+    await store.apply_atomic([Change(f"{key}-warm", 1)])
+    before = waits(primary.port)
+    await store.set(key, 5)
+    await store.set(key, 6, expect=5)
+    await store.delete(key)
+    await store.apply_atomic(pair)
+    token = once()
+    await store.apply_atomic(pair, token)
+    await store.apply_atomic(pair, token)  # the replay rewrites its record for its WAIT
+    assert waits(primary.port) - before == 6
