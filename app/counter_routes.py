@@ -349,7 +349,7 @@ class CounterRoutes:
         """FastAPI's own paths (the probes, the docs, the OAuth redirect): left to it."""
         if self._theirs is None:
             app = scope["app"]
-            docs = (app.openapi_url, app.docs_url, app.redoc_url)
+            docs: tuple[str | None, ...] = (app.openapi_url, app.docs_url, app.redoc_url)
             docs += (app.swagger_ui_oauth2_redirect_url,)
             self._theirs = frozenset(path for path in (*PROBE_PATHS, *docs) if path)
         return self._theirs

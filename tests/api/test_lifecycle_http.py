@@ -254,7 +254,7 @@ async def test_a_capped_window_refuses_with_retry_after(
     client: httpx.AsyncClient, backend_name: str, key: str
 ) -> None:
     path = f"/{backend_name}/{key}"
-    params = {"window": "1d", "max": 2}
+    params: dict[str, str | int] = {"window": "1d", "max": 2}
     assert [(await client.post(path, params=params)).status_code for _ in range(3)] == [
         200,
         200,
