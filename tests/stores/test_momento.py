@@ -223,10 +223,10 @@ async def test_plain_increments_racing_past_the_limit_undo_their_overshoot_exact
     for store in stores:
         add = store._add
 
-        async def counting(key: str, by: int, add: Any = add) -> int:
+        async def counting(key: str, by: int, *life: Any, add: Any = add) -> int:
             nonlocal compensations
             compensations += by < 0
-            return int(await add(key, by))
+            return int(await add(key, by, *life))
 
         monkeypatch.setattr(store, "_add", counting)
     try:
@@ -283,11 +283,11 @@ async def test_an_overshoot_is_undone_even_when_its_caller_times_out(
     await store.increment(key, by=COUNTER_LIMIT)
     add, undone = store._add, asyncio.Event()
 
-    async def slow_undo(key: str, by: int) -> int:
+    async def slow_undo(key: str, by: int, *life: Any) -> int:
         if by > 0:
-            return int(await add(key, by))
+            return int(await add(key, by, *life))
         await asyncio.sleep(0.2)
-        value = int(await add(key, by))
+        value = int(await add(key, by, *life))
         undone.set()
         return value
 
