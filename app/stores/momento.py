@@ -1,4 +1,16 @@
-"""Momento (serverless cache): one Increment each; a SetIf compare-and-swap if capped or keyed.
+"""Momento (serverless cache): one Increment each; a SetIf compare-and-swap if bounded or keyed.
+
+Momento's Increment takes negative amounts but no condition, so only an uncapped increase
+uses it. A capped increase and every decrement (floor 0 included) are a compare-and-swap:
+`Get`, refuse without writing if the step passes its bound, else `SetIf(equal=<bytes read>)`,
+read again if another write landed in between. `set` is the same loop writing the given
+value (Momento has no get-and-set), so it returns exactly the value it replaced and keeps
+keyed increments' markers. `delete` swaps the value to 0, keeping markers and the item's
+remaining TTL (`ItemGetTtl`): Momento has no conditional delete, and an unconditional one
+could drop a step landing after the read; an item holding 0 reads as an absent counter.
+A window's counter (`expires_at`) is written with a TTL up to that second (rounded up, at
+least 1 s, at most the store's TTL) by every write, compare-and-swaps and their settling
+included. Atomic batches are refused: Momento has no multi-key transactions.
 
 The counter range. Momento's Increment is unbounded (int64), so an unconditional increment
 is applied first and checked after: a result within `COUNTER_LIMIT` is returned as is (the
@@ -19,15 +31,18 @@ that adds its step: the item then holds the value and a *marker* per keyed incre
 outcome record may not be written yet (token, value produced, fingerprint, nonce). One attempt:
 1. `Get` the counter; a marker for the token is the outcome (a replay);
 2. `Get` the outcome record (`RECORD_PREFIX + token`); one there is the outcome (a replay);
-3. refused by the cap: record that outcome (`SetIf absent` on the record key); else
-   `SetIf(equal=<the counter bytes read in 1>)` writes value + by with this call's marker.
+3. refused by its bound: record that outcome (`SetIf absent` on the record key); else, if
+   the counter read is absent or decimal text, *fence* it first (`SetIf(equal=<bytes read>)`
+   to the same value as JSON, which carries a fresh nonce), then
+   `SetIf(equal=<the JSON bytes read or fenced>)` writes value + by with this call's marker.
 Reading the counter before the record is what makes it exact: a marker leaves the counter
 only after its record is written, so a counter read without the marker followed by a record
 miss means the step has not been applied, and the `SetIf` conditional on that read applies it
 only if nothing changed since. A lost answer (timeout, reset) is therefore never ambiguous
 for long: the retry's step 1 or 2 finds the outcome, or the `SetIf` it was racing can no
-longer land (the counter never holds bytes from before a later step again: its value never
-falls back below one it held, and markers only come with a higher value).
+longer land: it expects JSON bytes with a nonce of their own, which the counter never holds
+again once any later write landed (a decrement, `set` or `delete` may bring the value back,
+not those bytes; that is what the fence is for).
 In one process, keyed increments of a counter that queue on its lock are applied together by
 the lock's holder: one counter read, their record reads at once, one `SetIf` for them all.
 Afterwards, apart from the caller, each record is written, and the marker is dropped by the
@@ -283,17 +298,20 @@ class _Counter:
     value: int
     markers: dict[str, _Marker]
 
-    def encode(self) -> bytes:
-        if not self.markers:
+    def encode(self, *, fenced: bool = False) -> bytes:
+        """Decimal text when there are no markers (and not `fenced`), else JSON.
+
+        Every JSON rendering carries a fresh nonce, so its bytes are never held again:
+        decrements, `set` and `delete` may bring a value back, never those bytes.
+        """
+        if not self.markers and not fenced:
             return str(self.value).encode()
         marked = {
             token: [m.value, m.fingerprint, m.nonce, m.applied, m.expires]
             for token, m in self.markers.items()
         }
-        return json.dumps({"v": self.value, "k": marked}, separators=(",", ":")).encode()
-
-    def adding(self, by: int) -> "_Counter":
-        return _Counter(self.value + by, self.markers)
+        item = {"v": self.value, "k": marked, "g": secrets.token_hex(8)}
+        return json.dumps(item, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, key: str, raw: bytes | None) -> "_Counter":
@@ -604,6 +622,14 @@ class MomentoStore:
         if markers:
             self._settle_abandoned(key, counter, life)
             kept = self._unrecorded(key, counter)
+            if raw is None or not raw.startswith(b"{"):
+                # Absent or decimal text may be held again (a decrement, a set, a delete, a
+                # TTL), and a lost keyed write expecting it could then land after its retry
+                # counted: the keyed write only ever expects bytes no later write repeats.
+                fence = _Counter(counter.value, kept.markers).encode(fenced=True)
+                if not await self._swap(key, fence, raw, life):
+                    return [r for r in batch if not r.answer.done()]
+                raw = fence
             marked = _Counter(value, {**kept.markers, **markers})
             if not await self._apply_once(key, marked.encode(), raw, life):
                 return [r for r in batch if not r.answer.done()]
