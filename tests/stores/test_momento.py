@@ -19,6 +19,7 @@ from momento.responses import (
     CreateCache,
     DeleteCache,
 )
+from momento_wire_types import cacheclient_pb2, cacheclient_pb2_grpc
 
 from app.counter_range import COUNTER_LIMIT
 from app.errors import BatchNotAtomic, CounterCapped, CounterFloorReached
@@ -695,3 +696,13 @@ async def test_fake_reports_the_remaining_ttl(
     left = await store._item_ttl(server.cache_name, key)
     assert left is not None
     assert timedelta(seconds=58) < left <= timedelta(seconds=61)
+
+
+def test_item_get_ttl_wire_types_keep_their_fields() -> None:
+    # Sent like SetIf, on the SDK's channel (tests/test_private_apis.py checks that channel).
+    assert "ItemGetTtl" in dir(cacheclient_pb2_grpc.ScsServicer), "ScsStub.ItemGetTtl is gone"
+    assert "cache_key" in cacheclient_pb2._ItemGetTtlRequest.DESCRIPTOR.fields_by_name
+    response = cacheclient_pb2._ItemGetTtlResponse.DESCRIPTOR
+    assert {"found", "missing"} <= set(response.fields_by_name)
+    found = cacheclient_pb2._ItemGetTtlResponse._Found.DESCRIPTOR
+    assert "remaining_ttl_millis" in found.fields_by_name
