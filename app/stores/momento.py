@@ -1,4 +1,16 @@
-"""Momento (serverless cache): one Increment each; a SetIf compare-and-swap if capped or keyed.
+"""Momento (serverless cache): one Increment each; a SetIf compare-and-swap if bounded or keyed.
+
+Momento's Increment takes negative amounts but no condition, so only an uncapped increase
+uses it. A capped increase and every decrement (floor 0 included) are a compare-and-swap:
+`Get`, refuse without writing if the step passes its bound, else `SetIf(equal=<bytes read>)`,
+read again if another write landed in between. `set` is the same loop writing the given
+value (Momento has no get-and-set), so it returns exactly the value it replaced and keeps
+keyed increments' markers. `delete` swaps the value to 0, keeping markers and the item's
+remaining TTL (`ItemGetTtl`): Momento has no conditional delete, and an unconditional one
+could drop a step landing after the read; an item holding 0 reads as an absent counter.
+A window's counter (`expires_at`) is written with a TTL up to that second (rounded up, at
+least 1 s, at most the store's TTL) by every write, compare-and-swaps and their settling
+included. Atomic batches are refused: Momento has no multi-key transactions.
 
 The counter range. Momento's Increment is unbounded (int64), so an unconditional increment
 is applied first and checked after: a result within `COUNTER_LIMIT` is returned as is (the
@@ -19,15 +31,18 @@ that adds its step: the item then holds the value and a *marker* per keyed incre
 outcome record may not be written yet (token, value produced, fingerprint, nonce). One attempt:
 1. `Get` the counter; a marker for the token is the outcome (a replay);
 2. `Get` the outcome record (`RECORD_PREFIX + token`); one there is the outcome (a replay);
-3. refused by the cap: record that outcome (`SetIf absent` on the record key); else
-   `SetIf(equal=<the counter bytes read in 1>)` writes value + by with this call's marker.
+3. refused by its bound: record that outcome (`SetIf absent` on the record key); else, if
+   the counter read is absent or decimal text, *fence* it first (`SetIf(equal=<bytes read>)`
+   to the same value as JSON, which carries a fresh nonce), then
+   `SetIf(equal=<the JSON bytes read or fenced>)` writes value + by with this call's marker.
 Reading the counter before the record is what makes it exact: a marker leaves the counter
 only after its record is written, so a counter read without the marker followed by a record
 miss means the step has not been applied, and the `SetIf` conditional on that read applies it
 only if nothing changed since. A lost answer (timeout, reset) is therefore never ambiguous
 for long: the retry's step 1 or 2 finds the outcome, or the `SetIf` it was racing can no
-longer land (the counter never holds bytes from before a later step again: its value never
-falls back below one it held, and markers only come with a higher value).
+longer land: it expects JSON bytes with a nonce of their own, which the counter never holds
+again once any later write landed (a decrement, `set` or `delete` may bring the value back,
+not those bytes; that is what the fence is for).
 In one process, keyed increments of a counter that queue on its lock are applied together by
 the lock's holder: one counter read, their record reads at once, one `SetIf` for them all.
 Afterwards, apart from the caller, each record is written, and the marker is dropped by the
@@ -49,7 +64,7 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -68,11 +83,11 @@ from momento_wire_types import cacheclient_pb2 as cache_pb
 from momento_wire_types import common_pb2 as common_pb
 from pydantic import Field, SecretStr
 
-from app.counter_range import COUNTER_LIMIT, bounded_cap
-from app.errors import CounterCapped, StoreUnavailable
+from app.counter_range import COUNTER_LIMIT, fits, refused
+from app.errors import BatchNotAtomic, CounterMismatch, StoreUnavailable
 from app.store_settings import SettingsError, StoreSettings
 from app.stores.background import in_background, to_the_end
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 
 log = logging.getLogger("atomic_counter")
 
@@ -195,6 +210,44 @@ class SetIf:
         return stored
 
 
+class ItemGetTtl:
+    """The ItemGetTtl RPC, which SDK 1.29.1 does not expose either: sent like `SetIf`."""
+
+    def __init__(self, client: CacheClientAsync) -> None:
+        self._data_client = client._data_client
+        self._timeout: float = self._data_client._default_deadline_seconds
+
+    async def __call__(self, cache: str, key: str) -> timedelta | None:
+        """The item's remaining TTL; None when it is absent."""
+        request = cache_pb._ItemGetTtlRequest(cache_key=key.encode())
+        try:
+            response = await self._data_client._build_stub().ItemGetTtl(
+                request, metadata=make_metadata(cache), timeout=self._timeout
+            )
+        except Exception as exc:
+            _raise(convert_error(exc, Service.CACHE))
+        if response.WhichOneof("result") != "found":
+            return None
+        return timedelta(milliseconds=response.found.remaining_ttl_millis)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lifetime:
+    """How long a write keeps the counter: the store's TTL, or up to a window's expiry."""
+
+    expires_at: float | None = None
+    """Epoch seconds; None: the store's TTL, from each write."""
+
+    def ttl(self, longest: timedelta) -> timedelta:
+        if self.expires_at is None:
+            return longest
+        # Rounded up, so the counter lives until its expiry second; Momento wants >= 1 ms.
+        left = timedelta(seconds=max(1, math.ceil(self.expires_at - time.time())))
+        # Never past the store's TTL, which the account allows: a longer window's counter
+        # expires that long after its last write, as every Momento counter does.
+        return min(left, longest)
+
+
 @dataclass(frozen=True, slots=True)
 class _Record:
     """The outcome record of a keyed increment, kept under its token for the token's TTL."""
@@ -245,17 +298,20 @@ class _Counter:
     value: int
     markers: dict[str, _Marker]
 
-    def encode(self) -> bytes:
-        if not self.markers:
+    def encode(self, *, fenced: bool = False) -> bytes:
+        """Decimal text when there are no markers (and not `fenced`), else JSON.
+
+        Every JSON rendering carries a fresh nonce, so its bytes are never held again:
+        decrements, `set` and `delete` may bring a value back, never those bytes.
+        """
+        if not self.markers and not fenced:
             return str(self.value).encode()
         marked = {
             token: [m.value, m.fingerprint, m.nonce, m.applied, m.expires]
             for token, m in self.markers.items()
         }
-        return json.dumps({"v": self.value, "k": marked}, separators=(",", ":")).encode()
-
-    def adding(self, by: int) -> "_Counter":
-        return _Counter(self.value + by, self.markers)
+        item = {"v": self.value, "k": marked, "g": secrets.token_hex(8)}
+        return json.dumps(item, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, key: str, raw: bytes | None) -> "_Counter":
@@ -279,9 +335,18 @@ class _Counter:
 class _Keyed:
     """A keyed increment waiting to be applied, with the future its caller awaits."""
 
-    def __init__(self, by: int, cap: int, once: Once, nonce: str, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        by: int,
+        cap: int | None,
+        floor: int,
+        once: Once,
+        nonce: str,
+        loop: asyncio.AbstractEventLoop,
+    ):
         self.by = by
         self.cap = cap
+        self.floor = floor
         self.once = once
         self.nonce = nonce  # this request's own: tells its marker from a later one
         self.expires = _epoch_ms() + once.ttl_seconds * 1000
@@ -306,6 +371,7 @@ class MomentoStore:
         self._cache = cache
         self._ttl = ttl
         self._set_if = SetIf(client)
+        self._item_ttl = ItemGetTtl(client)
         # Compare-and-swap writes of one key queue here, so callers in this process take turns
         # instead of beating each other's CAS; other processes still race through SetIf.
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -342,27 +408,39 @@ class MomentoStore:
                 return
             _raise(response.inner_exception)
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        if cap is not None:
-            return await self._capped_increment(key, by, bounded_cap(cap))
+    atomic_batches: ClassVar[bool] = False
+
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        life = _Lifetime(expires_at)
+        # Increment has no condition: only an uncapped increase may use it. A decrement
+        # could take the counter below its floor (0 too), so it is compare-and-swapped.
+        if cap is not None or by < 0:
+            return await self._bounded_increment(key, by, cap, floor, life)
         if by > COUNTER_LIMIT:
-            raise CounterCapped(current=await self.get(key), cap=COUNTER_LIMIT)
+            raise refused(await self.get(key), by, cap, floor)
         try:
-            value = await self._add(key, by)
+            value = await self._add(key, by, life)
         except _Marked:
             # Keyed increments of this counter are being settled: add beside their markers.
-            return await self._capped_increment(key, by, COUNTER_LIMIT)
+            return await self._bounded_increment(key, by, cap, floor, life)
         if value <= COUNTER_LIMIT:
             return value
         # Past the limit: undo exactly our own step (even if our caller times out now),
         # then let the compare-and-swap decide, from a value it reads, whether this step
         # fits once other overshoots are undone. No keyed write adds markers to a counter
         # above the limit, so the undo always meets plain text.
-        await to_the_end("undo overshoot", self._add(key, -by))
-        return await self._capped_increment(key, by, COUNTER_LIMIT)
+        await to_the_end("undo overshoot", self._add(key, -by, life))
+        return await self._bounded_increment(key, by, cap, floor, life)
 
-    async def _add(self, key: str, by: int) -> int:
-        response = await self._client.increment(self._cache, key, by)
+    async def _add(self, key: str, by: int, life: _Lifetime) -> int:
+        response = await self._client.increment(self._cache, key, by, life.ttl(self._ttl))
         if isinstance(response, CacheIncrement.Error):
             if response.error_code is MomentoErrorCode.FAILED_PRECONDITION_ERROR:
                 raise _Marked()
@@ -376,53 +454,123 @@ class MomentoStore:
             lock = self._key_locks[key] = asyncio.Lock()
         return lock
 
-    async def _capped_increment(self, key: str, by: int, cap: int) -> int:
-        async with self._key_lock(key):
-            return await self._compare_and_swap(key, by, cap)
+    async def _bounded_increment(
+        self, key: str, by: int, cap: int | None, floor: int, life: _Lifetime
+    ) -> int:
+        def step(current: int) -> int:
+            if not fits(current, by, cap, floor):
+                raise refused(current, by, cap, floor)
+            return current + by
 
-    async def _compare_and_swap(self, key: str, by: int, cap: int) -> int:
+        async with self._key_lock(key):
+            _, value = await self._rewrite(key, step, life)
+        return value
+
+    async def _rewrite(
+        self, key: str, step: Callable[[int], int], life: _Lifetime | None
+    ) -> tuple[int, int]:
+        """Replace the counter's value by `step(current)` by compare-and-swap, markers kept.
+
+        Returns (the value replaced, the new one); `step` raises to write nothing. With
+        `life` None the item keeps its remaining TTL (read beside it), and a write that
+        would change nothing is not sent. Callers hold the key's lock.
+        """
         for attempt in range(CAS_ATTEMPTS):
-            raw = await self._get(key)
+            if life is None:
+                raw, left = await asyncio.gather(self._get(key), self._item_ttl(self._cache, key))
+            else:
+                raw, left = await self._get(key), None
             counter = _Counter.decode(key, raw)
+            # Above the limit: another caller's overshoot, about to be undone by an
+            # Increment(-by) that must still meet its own step, so nothing replaces it.
             if counter.value <= COUNTER_LIMIT:
-                if counter.value + by > cap:
-                    raise CounterCapped(current=counter.value, cap=cap)
-                self._settle_abandoned(key, counter)
+                value = step(counter.value)
                 kept = self._unrecorded(key, counter)
+                new = _Counter(value, kept.markers).encode()
+                lasting = life
+                if lasting is None:
+                    if raw is None or new == raw:
+                        return counter.value, value
+                    if left is None:  # expired between the two reads
+                        continue
+                    lasting = _Lifetime(time.time() + left.total_seconds())
+                self._settle_abandoned(key, counter, lasting)
                 # Compare against the bytes read, not a re-rendering of them: that is
                 # what the server compares, whether Increment or this loop wrote them.
-                if await self._swap(key, kept.adding(by).encode(), raw):
+                if await self._swap(key, new, raw, lasting):
                     self._dropped(key, counter, kept)
-                    return counter.value + by
+                    return counter.value, value
             await _backoff(attempt)
         raise MomentoContention(f"counter kept changing over {CAS_ATTEMPTS} attempts")
 
-    async def _swap(self, key: str, value: bytes, raw: bytes | None) -> bool:
+    async def _swap(self, key: str, value: bytes, raw: bytes | None, life: _Lifetime) -> bool:
         """Write the counter if it still holds `raw` (absent when None)."""
-        return await self._set_if(self._cache, key, value, self._ttl, raw)
+        return await self._set_if(self._cache, key, value, life.ttl(self._ttl), raw)
 
-    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
+    async def set(
+        self, key: str, value: int, expect: int | None = None, expires_at: int | None = None
+    ) -> int:
+        def step(current: int) -> int:
+            if expect is not None and current != expect:
+                raise CounterMismatch(current, expect)
+            return value
+
+        # Momento has no get-and-set: a compare-and-swap on the bytes read returns exactly
+        # the value replaced, and keeps the markers of keyed increments in the item.
+        async with self._key_lock(key):
+            replaced, _ = await self._rewrite(key, step, _Lifetime(expires_at))
+        return replaced
+
+    async def delete(self, key: str) -> int:
+        # Swapped to 0, not deleted: Momento has no conditional delete, and an unconditional
+        # one could drop a step that lands after the read; keyed increments' markers stay.
+        async with self._key_lock(key):
+            held, _ = await self._rewrite(key, lambda _: 0, None)
+        return held
+
+    async def apply_atomic(
+        self, changes: Sequence[Change], once: Once | None = None
+    ) -> list[int] | BatchRecorded:
+        raise BatchNotAtomic(
+            self.name,
+            "Momento has no multi-key transactions: each counter is its own item, written on"
+            " its own, so a batch could be seen or left half applied",
+        )
+
+    async def increment_once(
+        self,
+        key: str,
+        by: int,
+        cap: int | None,
+        once: Once,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> Recorded:
         # Every step is safe to cut off anywhere (a retry finds the marker or the record);
         # running to the end spares the retry that work, and settles the marker sooner.
         return await to_the_end(
-            "increment_once", self._increment_once(key, by, bounded_cap(cap), once)
+            "increment_once",
+            self._increment_once(key, by, cap, floor, once, _Lifetime(expires_at)),
         )
 
-    async def _increment_once(self, key: str, by: int, cap: int, once: Once) -> Recorded:
-        request = _Keyed(by, cap, once, secrets.token_hex(8), asyncio.get_running_loop())
+    async def _increment_once(
+        self, key: str, by: int, cap: int | None, floor: int, once: Once, life: _Lifetime
+    ) -> Recorded:
+        request = _Keyed(by, cap, floor, once, secrets.token_hex(8), asyncio.get_running_loop())
         self._keyed.setdefault(key, []).append(request)
         async with self._key_lock(key):
             if not request.answer.done():
-                # Everyone queued meanwhile goes in this one compare-and-swap.
-                await self._apply_batch(key, self._keyed.pop(key))
+                # Everyone queued meanwhile goes in this one compare-and-swap; they all
+                # name one key, so one expiry (the caller's guarantee for a window's key).
+                await self._apply_batch(key, self._keyed.pop(key), life)
         return await request.answer
 
-    async def _apply_batch(self, key: str, batch: list["_Keyed"]) -> None:
+    async def _apply_batch(self, key: str, batch: list["_Keyed"], life: _Lifetime) -> None:
         """Apply keyed increments of one counter, as one write; answer each one's future."""
         try:
             left = batch
             for attempt in range(CAS_ATTEMPTS):
-                left = await self._try_batch(key, left)
+                left = await self._try_batch(key, left, life)
                 if not left:
                     return
                 await _backoff(attempt)
@@ -436,7 +584,7 @@ class MomentoStore:
             for request in batch:
                 request.answer.cancel()
 
-    async def _try_batch(self, key: str, batch: list["_Keyed"]) -> list["_Keyed"]:
+    async def _try_batch(self, key: str, batch: list["_Keyed"], life: _Lifetime) -> list["_Keyed"]:
         """One attempt: answer what it can, return the requests left for another."""
         raw = await self._get(key)
         counter = _Counter.decode(key, raw)
@@ -444,7 +592,7 @@ class MomentoStore:
         for request in batch:
             marker = counter.markers.get(request.once.token)
             if marker is not None:
-                self._start_settling(key, request.once.token, marker)
+                self._start_settling(key, request.once.token, marker, life)
                 request.answer.set_result(
                     _replay(_Record(marker.fingerprint, marker.value, capped=False))
                 )
@@ -459,35 +607,43 @@ class MomentoStore:
                 request.answer.set_result(_replay(_Record.decode(recorded)))
         if counter.value > COUNTER_LIMIT:  # another caller's overshoot, about to be undone
             return [r for r in batch if not r.answer.done()]
-        value, markers, refused = counter.value, {}, []
+        value, markers, refusals = counter.value, {}, []
         now = math.floor(time.time())
         for request in firsts.values():
             if request.answer.done():
                 continue
-            if value + request.by > request.cap:
-                refused.append((request, value))
+            if not fits(value, request.by, request.cap, request.floor):
+                refusals.append((request, value))
             else:
                 value += request.by
                 markers[request.once.token] = _Marker(
                     value, request.once.fingerprint, request.nonce, now, request.expires
                 )
         if markers:
-            self._settle_abandoned(key, counter)
+            self._settle_abandoned(key, counter, life)
             kept = self._unrecorded(key, counter)
+            if raw is None or not raw.startswith(b"{"):
+                # Absent or decimal text may be held again (a decrement, a set, a delete, a
+                # TTL), and a lost keyed write expecting it could then land after its retry
+                # counted: the keyed write only ever expects bytes no later write repeats.
+                fence = _Counter(counter.value, kept.markers).encode(fenced=True)
+                if not await self._swap(key, fence, raw, life):
+                    return [r for r in batch if not r.answer.done()]
+                raw = fence
             marked = _Counter(value, {**kept.markers, **markers})
-            if not await self._apply_once(key, marked.encode(), raw):
+            if not await self._apply_once(key, marked.encode(), raw, life):
                 return [r for r in batch if not r.answer.done()]
             self._dropped(key, counter, kept)
             for token, marker in markers.items():
-                self._start_settling(key, token, marker)
+                self._start_settling(key, token, marker, life)
                 firsts[token].answer.set_result(
                     Recorded(marker.value, False, marker.fingerprint, replayed=False)
                 )
         outcomes = await asyncio.gather(
-            *(self._record_capped(request, current) for request, current in refused),
+            *(self._record_capped(request, current) for request, current in refusals),
             return_exceptions=True,
         )
-        for (request, _), outcome in zip(refused, outcomes, strict=True):
+        for (request, _), outcome in zip(refusals, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 request.answer.set_exception(outcome)
             else:
@@ -503,9 +659,9 @@ class MomentoStore:
                     request.answer.set_result(replace(first.result(), replayed=True))
         return []
 
-    async def _apply_once(self, key: str, value: bytes, raw: bytes | None) -> bool:
+    async def _apply_once(self, key: str, value: bytes, raw: bytes | None, life: _Lifetime) -> bool:
         """The keyed increment's one write: the new value and its marker, if `raw` is current."""
-        return await self._swap(key, value, raw)
+        return await self._swap(key, value, raw, life)
 
     async def _record_capped(self, request: "_Keyed", current: int) -> Recorded:
         """Record a refusal; the first outcome recorded for the token is the one it keeps."""
@@ -539,20 +695,21 @@ class MomentoStore:
         if not recorded:
             del self._recorded[key]
 
-    def _settle_abandoned(self, key: str, counter: _Counter) -> None:
+    def _settle_abandoned(self, key: str, counter: _Counter, life: _Lifetime) -> None:
         stale = math.floor(time.time()) - SETTLE_AFTER_SECONDS
         for token, marker in counter.markers.items():
             if marker.applied <= stale:
-                self._start_settling(key, token, marker)
+                self._start_settling(key, token, marker, life)
 
-    def _start_settling(self, key: str, token: str, marker: _Marker) -> None:
+    def _start_settling(self, key: str, token: str, marker: _Marker, life: _Lifetime) -> None:
+        """Settle a marker in the background; `life` is what the counter's writes keep."""
         if (key, token) in self._settling:
             return
         self._settling.add((key, token))
-        task = in_background("settle marker", self._settle(key, token, marker))
+        task = in_background("settle marker", self._settle(key, token, marker, life))
         task.add_done_callback(lambda _: self._settling.discard((key, token)))
 
-    async def _settle(self, key: str, token: str, marker: _Marker) -> None:
+    async def _settle(self, key: str, token: str, marker: _Marker, life: _Lifetime) -> None:
         """Write the marker's outcome record, then remove the marker from the counter.
 
         In that order: a request that reads the counter without the marker must find the
@@ -576,7 +733,7 @@ class MomentoStore:
                         )
                     recorded = True
                     self._recorded.setdefault(key, {})[token] = marker
-                if await self._unmark(key):
+                if await self._unmark(key, life):
                     return
             except StoreUnavailable as exc:
                 if _since(started).total_seconds() >= OUTCOME_SECONDS:
@@ -589,7 +746,7 @@ class MomentoStore:
             await _backoff(attempt)
             attempt += 1
 
-    async def _unmark(self, key: str) -> bool:
+    async def _unmark(self, key: str, life: _Lifetime) -> bool:
         """Remove the counter's recorded markers, unless a write dropped them already.
 
         False when another write raced this one. Queued on the key's lock behind the
@@ -604,7 +761,7 @@ class MomentoStore:
             counter = _Counter.decode(key, raw)
             kept = {t: m for t, m in counter.markers.items() if recorded.get(t) != m}
             if kept != counter.markers and not await self._swap(
-                key, _Counter(counter.value, kept).encode(), raw
+                key, _Counter(counter.value, kept).encode(), raw, life
             ):
                 return False
             for token, marker in recorded.items():

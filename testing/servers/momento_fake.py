@@ -3,9 +3,9 @@
 Run as `python -m testing.servers.momento_fake --port N [--cache NAME ...]`. It serves the
 scalar RPCs the counter store uses with the service's semantics: values are bytes,
 Increment works on base-10 ASCII integers and creates missing keys, every write sets
-the item's TTL, expired items read as misses, an unknown cache is NOT_FOUND. Each
-handler reads and writes without awaiting in between, so on the one event loop
-thread every RPC is atomic.
+the item's TTL (ItemGetTtl reads what is left of it), expired items read as misses, an
+unknown cache is NOT_FOUND. Each handler reads and writes without awaiting in between, so
+on the one event loop thread every RPC is atomic.
 """
 
 import argparse
@@ -154,6 +154,16 @@ class Scs(pb_grpc.ScsServicer):
         # Like Set, Increment writes the request's TTL: an incremented counter starts a new TTL.
         cache[request.cache_key] = Item(str(value).encode(), request.ttl_milliseconds)
         return pb._IncrementResponse(value=value)
+
+    async def ItemGetTtl(  # noqa: N802
+        self, request: pb._ItemGetTtlRequest, context: Context
+    ) -> pb._ItemGetTtlResponse:
+        cache = await self._caches.of(context)
+        if self._caches.read(cache, request.cache_key) is None:
+            return pb._ItemGetTtlResponse(missing=pb._ItemGetTtlResponse._Missing())
+        left = cache[request.cache_key].expires_at - time.monotonic()
+        found = pb._ItemGetTtlResponse._Found(remaining_ttl_millis=max(0, int(left * 1000)))
+        return pb._ItemGetTtlResponse(found=found)
 
     async def Delete(self, request: pb._DeleteRequest, context: Context) -> pb._DeleteResponse:  # noqa: N802
         (await self._caches.of(context)).pop(request.cache_key, None)

@@ -1,4 +1,5 @@
-"""What only Momento does: SetIf compare-and-swap, overshoot undo, claims, reconnects, the fake."""
+"""What only Momento does: SetIf compare-and-swap, overshoot undo, claims, reconnects, windows'
+TTLs, set and delete beside markers, the fake."""
 
 import asyncio
 import time
@@ -18,10 +19,12 @@ from momento.responses import (
     CreateCache,
     DeleteCache,
 )
+from momento_wire_types import cacheclient_pb2, cacheclient_pb2_grpc
 
 from app.counter_range import COUNTER_LIMIT
-from app.errors import CounterCapped
+from app.errors import BatchNotAtomic, CounterCapped, CounterFloorReached
 from app.stores import momento
+from app.stores.base import Change
 from app.stores.momento import MomentoContention, MomentoError, MomentoStore, MomentoUnavailable
 from testing.servers.momento import MomentoLocalServer
 from tests.conftest import Servers, make_settings, once, serve
@@ -223,10 +226,10 @@ async def test_plain_increments_racing_past_the_limit_undo_their_overshoot_exact
     for store in stores:
         add = store._add
 
-        async def counting(key: str, by: int, add: Any = add) -> int:
+        async def counting(key: str, by: int, *life: Any, add: Any = add) -> int:
             nonlocal compensations
             compensations += by < 0
-            return int(await add(key, by))
+            return int(await add(key, by, *life))
 
         monkeypatch.setattr(store, "_add", counting)
     try:
@@ -283,11 +286,11 @@ async def test_an_overshoot_is_undone_even_when_its_caller_times_out(
     await store.increment(key, by=COUNTER_LIMIT)
     add, undone = store._add, asyncio.Event()
 
-    async def slow_undo(key: str, by: int) -> int:
+    async def slow_undo(key: str, by: int, *life: Any) -> int:
         if by > 0:
-            return int(await add(key, by))
+            return int(await add(key, by, *life))
         await asyncio.sleep(0.2)
-        value = int(await add(key, by))
+        value = int(await add(key, by, *life))
         undone.set()
         return value
 
@@ -527,3 +530,179 @@ async def test_fake_answers_the_sdk_like_the_service(
     unknown = await sdk.get(f"no-such-cache-{uuid.uuid4().hex[:8]}", key)
     assert isinstance(unknown, CacheGet.Error)
     assert unknown.error_code is MomentoErrorCode.NOT_FOUND_ERROR
+
+
+# The counter's whole life: decrements, windows, set, delete, batches
+
+
+async def test_a_lost_keyed_write_cannot_land_after_a_decrement_brings_its_bytes_back(
+    store: MomentoStore,
+    sdk: CacheClientAsync,
+    server: MomentoLocalServer,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await store.increment(key, by=5)
+    token = once()
+    held = lose_answers(store, monkeypatch, write=False)
+    with pytest.raises(MomentoStore.unavailable_errors):
+        await store.increment_once(key, 1, None, token)
+    monkeypatch.undo()
+    retry = await store.increment_once(key, 1, None, token)
+    assert (retry.value, retry.replayed) == (6, False), "the first write never landed"
+    assert await settled(sdk, server, key) == b"6"
+    assert await store.increment(key, by=-1) == 5, "the value the first write read, again"
+    [late] = held
+    assert not await store._apply_once(*late), "it expected bytes no write repeats"
+    assert await store.get(key) == 5
+
+
+async def test_floored_decrements_from_several_clients_stop_exactly_at_the_floor(
+    server: MomentoLocalServer, key: str
+) -> None:
+    stores = [await open_store(server) for _ in range(4)]
+    try:
+        await stores[0].increment(key, by=50)
+
+        async def one(store: MomentoStore) -> int | None:
+            try:
+                return await store.increment(key, by=-1, floor=10)
+            except CounterFloorReached:
+                return None
+
+        results = await asyncio.gather(*(one(stores[i % 4]) for i in range(100)))
+        assert sorted(r for r in results if r is not None) == list(range(10, 50))
+        assert await stores[1].get(key) == 10
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_decrements_and_set_keep_the_markers_of_keyed_increments(
+    store: MomentoStore,
+    sdk: CacheClientAsync,
+    server: MomentoLocalServer,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store, "_start_settling", lambda *args: None)  # markers stay
+    token = once()
+    assert (await store.increment_once(key, 3, None, token)).value == 3
+    assert await store.increment(key, by=-1) == 2
+    assert await store.set(key, 40, expect=2) == 2
+    assert (await raw_item(sdk, server, key)).startswith(b"{"), "the marker is still there"
+    replay = await store.increment_once(key, 3, None, token)
+    assert (replay.value, replay.replayed) == (3, True)
+    assert await store.get(key) == 40
+
+
+async def test_delete_keeps_the_markers_and_the_remaining_ttl(
+    store: MomentoStore,
+    sdk: CacheClientAsync,
+    server: MomentoLocalServer,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store, "_start_settling", lambda *args: None)  # markers stay
+    expires_at = int(time.time()) + 2
+    token = once()
+    assert (await store.increment_once(key, 2, None, token, expires_at=expires_at)).value == 2
+    assert await store.delete(key) == 2
+    assert await store.get(key) == 0
+    replay = await store.increment_once(key, 2, None, token, expires_at=expires_at)
+    assert (replay.value, replay.replayed) == (2, True), "the marker survived the delete"
+    await asyncio.sleep(max(0.0, expires_at - time.time()) + 1.2)
+    assert isinstance(await sdk.get(server.cache_name, key), CacheGet.Miss), "TTL kept"
+
+
+async def test_delete_writes_nothing_to_an_absent_or_zero_counter(
+    store: MomentoStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[Any] = []
+
+    async def counting(*args: Any) -> bool:
+        writes.append(args)
+        return True
+
+    assert await store.increment(key, by=1) == 1
+    assert await store.increment(key, by=-1) == 0
+    monkeypatch.setattr(store, "_set_if", counting)
+    assert await store.delete(key) == 0
+    assert await store.delete(f"{key}-absent") == 0
+    assert writes == []
+
+
+async def test_every_write_of_a_window_counter_carries_its_ttl(
+    store: MomentoStore, sdk: CacheClientAsync, server: MomentoLocalServer, key: str
+) -> None:
+    expires_at = int(time.time()) + 2
+    capped, floored, keyed, was_set = (f"{key}-{n}" for n in ("c", "f", "k", "s"))
+    assert await store.increment(capped, by=2, cap=5, expires_at=expires_at) == 2
+    await store.increment(floored, by=3, expires_at=expires_at)
+    assert await store.increment(floored, by=-1, expires_at=expires_at) == 2
+    recorded = await store.increment_once(keyed, 1, None, once(), expires_at=expires_at)
+    assert recorded.value == 1
+    assert await settled(sdk, server, keyed) == b"1", "settling rewrote it, with its TTL"
+    assert await store.set(was_set, 9, expires_at=expires_at) == 0
+    await asyncio.sleep(max(0.0, expires_at - time.time()) + 1.2)
+    for name in (capped, floored, keyed, was_set):
+        assert isinstance(await sdk.get(server.cache_name, name), CacheGet.Miss), name
+
+
+async def test_a_window_longer_than_the_store_ttl_expires_with_it(
+    server: MomentoLocalServer, key: str
+) -> None:
+    store = await open_store(server, momento_ttl_seconds=1)
+    try:
+        assert await store.increment(key, expires_at=int(time.time()) + 3600) == 1
+        await asyncio.sleep(1.2)
+        assert await store.get(key) == 0
+    finally:
+        await store.close()
+
+
+async def test_set_and_delete_never_replace_an_overshoot(
+    store: MomentoStore,
+    sdk: CacheClientAsync,
+    server: MomentoLocalServer,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An Increment(-by) is about to undo it: replaced, the undo would land on another value.
+    await sdk.set(server.cache_name, key, str(COUNTER_LIMIT + 1))
+    monkeypatch.setattr(momento, "CAS_BACKOFF_SECONDS", 0.0)
+    with pytest.raises(MomentoContention):
+        await store.set(key, 1)
+    with pytest.raises(MomentoContention):
+        await store.delete(key)
+    with pytest.raises(MomentoContention):
+        await store.increment(key, by=-1)
+    assert await raw_item(sdk, server, key) == str(COUNTER_LIMIT + 1).encode()
+
+
+async def test_an_atomic_batch_is_refused_with_its_reason(store: MomentoStore, key: str) -> None:
+    assert MomentoStore.atomic_batches is False
+    with pytest.raises(BatchNotAtomic) as refused:
+        await store.apply_atomic([Change(f"{key}-a", 1)], once())
+    assert "no multi-key transactions" in refused.value.reason
+    assert await store.get(f"{key}-a") == 0
+
+
+async def test_fake_reports_the_remaining_ttl(
+    store: MomentoStore, server: MomentoLocalServer, key: str
+) -> None:
+    assert await store._item_ttl(server.cache_name, key) is None
+    await store.increment(key, expires_at=int(time.time()) + 60)
+    left = await store._item_ttl(server.cache_name, key)
+    assert left is not None
+    assert timedelta(seconds=58) < left <= timedelta(seconds=61)
+
+
+def test_item_get_ttl_wire_types_keep_their_fields() -> None:
+    # Sent like SetIf, on the SDK's channel (tests/test_private_apis.py checks that channel).
+    assert "ItemGetTtl" in dir(cacheclient_pb2_grpc.ScsServicer), "ScsStub.ItemGetTtl is gone"
+    assert "cache_key" in cacheclient_pb2._ItemGetTtlRequest.DESCRIPTOR.fields_by_name
+    response = cacheclient_pb2._ItemGetTtlResponse.DESCRIPTOR
+    assert {"found", "missing"} <= set(response.fields_by_name)
+    found = cacheclient_pb2._ItemGetTtlResponse._Found.DESCRIPTOR
+    assert "remaining_ttl_millis" in found.fields_by_name
