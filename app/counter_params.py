@@ -48,8 +48,6 @@ class Integer:
 
     def schema(self) -> dict[str, Any]:
         bounds: dict[str, Any] = {"type": "integer", "minimum": self.low, "maximum": self.high}
-        if self.nonzero:
-            bounds["not"] = {"const": 0}
         if self.default is not None:
             bounds["default"] = self.default
         return bounds

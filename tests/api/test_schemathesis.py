@@ -30,6 +30,9 @@ checks.positive_data_acceptance.expected-statuses = [
 [[operations]]
 include-method = "POST"
 include-path = "/{store}"
+# Most drawn batches break one of those rules, so schemathesis warns that the API is
+# stricter than its schema; that is expected here.
+warnings = false
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx",
 ]
