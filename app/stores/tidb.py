@@ -88,15 +88,18 @@ _ALREADY_DONE = (ER.DUP_FIELDNAME, ER.DUP_KEYNAME)
 # `value <= cap - by` fails, and cap - by is computed by the store, so the check itself
 # never overflows BIGINT. Affected rows are then 0 (1 = inserted, 2 = updated) as long
 # as CLIENT_FOUND_ROWS stays off, which is asyncmy's default. The expiry is written when
-# the row is made: no write reaches a window's counter after it expired (the caller names
-# them so), and an UPDATE of it too would make a refusal count as a change.
+# the row is made, and when an expired row not yet purged is made anew from `by` (0 + by
+# is always within the bound). expires_at is assigned last so that both tests of it read
+# the old expiry; a live row keeps its own, so a refusal changes nothing.
 _INCREMENT = """
 INSERT INTO counters (id, value, expires_at) VALUES (%s, LAST_INSERT_ID(%s), %s)
-ON DUPLICATE KEY UPDATE value = LAST_INSERT_ID(IF(value <= %s, value + %s, value))
+ON DUPLICATE KEY UPDATE
+    value = LAST_INSERT_ID(
+        IF(expires_at <= UNIX_TIMESTAMP(), %s, IF(value <= %s, value + %s, value))
+    ),
+    expires_at = IF(expires_at <= UNIX_TIMESTAMP(), VALUES(expires_at), expires_at)
 """
 
-# A decrement never makes a row: an absent (or expired) counter is 0, below any floor a
-# decrement can reach. 1 row = applied, 0 = refused; `floor - by` is computed by the store.
 _DECREMENT = """
 UPDATE counters SET value = LAST_INSERT_ID(value + %s)
 WHERE id = %s AND value >= %s AND (expires_at IS NULL OR expires_at > UNIX_TIMESTAMP())
@@ -123,9 +126,9 @@ ON DUPLICATE KEY UPDATE
     expires_at = VALUES(expires_at)
 """
 # Locks the counter's row inside a transaction, making a 0 row if there is none (gone at
-# ROLLBACK), and hands back its value as _SET does. Locking an absent row through a
-# write, not a locking read, takes no gap lock on InnoDB: two callers racing to create
-# one counter queue on its row instead of deadlocking.
+# ROLLBACK), and hands back its value as _SET does. An absent row is locked by a write,
+# not a locking read: on InnoDB two locking reads of one absent id both take its gap lock,
+# and their INSERTs then deadlock; two INSERTs queue on the row.
 _LOCK_ONE = """
 INSERT INTO counters (id, value, expires_at) VALUES (%s, 0, %s)
 ON DUPLICATE KEY UPDATE value = IF(
@@ -333,7 +336,7 @@ class TidbStore:
             # by > limit: even a first increment would pass the cap; write nothing.
             if by <= limit:
                 affected, value, _ = await self._execute(
-                    _INCREMENT, (key, by, expires_at, limit - by, by)
+                    _INCREMENT, (key, by, expires_at, by, limit - by, by)
                 )
                 if affected != 0:
                     return value
@@ -515,7 +518,7 @@ async def _bounded_change(
     if by > 0:
         limit = bounded_cap(cap)
         if by <= limit:
-            affected = await cursor.execute(_INCREMENT, (key, by, expires_at, limit - by, by))
+            affected = await cursor.execute(_INCREMENT, (key, by, expires_at, by, limit - by, by))
             if affected != 0:
                 return int(cursor.lastrowid), False
     else:
