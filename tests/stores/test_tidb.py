@@ -3,14 +3,21 @@
 import asyncio
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from app.errors import CounterCapped
-from app.stores.base import Once, Recorded
+from app.errors import (
+    BatchRefused,
+    CounterCapped,
+    CounterError,
+    CounterFloorReached,
+    CounterMismatch,
+)
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 from app.stores.tidb import TidbStore, TidbTarget
 from testing.servers.base import free_port
 from testing.servers.mariadb import DATABASE, USER, MariaDbServer
@@ -53,11 +60,11 @@ async def query(
         conn.close()
 
 
-async def statement_counts(server: MariaDbServer) -> dict[str, int]:
-    rows = await query(
-        server,
-        "SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_insert', 'Com_select', 'Com_update')",
-    )
+async def statement_counts(
+    server: MariaDbServer, names: tuple[str, ...] = ("Com_insert", "Com_select", "Com_update")
+) -> dict[str, int]:
+    listed = ", ".join(f"'{name}'" for name in names)
+    rows = await query(server, f"SHOW GLOBAL STATUS WHERE Variable_name IN ({listed})")
     return {str(name): int(str(value)) for name, value in rows}
 
 
@@ -69,7 +76,11 @@ async def test_table_holds_64_bit_values_under_exact_byte_ids(
         "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns"
         " WHERE table_schema = DATABASE() AND table_name = 'counters' ORDER BY ordinal_position",
     )
-    assert columns == [("id", "varbinary", 1020), ("value", "bigint", None)]
+    assert columns == [
+        ("id", "varbinary", 1060),
+        ("value", "bigint", None),
+        ("expires_at", "bigint", None),
+    ]
 
 
 async def test_ids_differing_only_by_trailing_spaces_are_different_counters(
@@ -298,7 +309,8 @@ async def test_purge_deletes_every_expired_record_in_batches_and_keeps_live_ones
     expired = [once() for _ in range(2_500)]
     await query(
         server,
-        "INSERT INTO idempotency VALUES (%s, %s, 1, FALSE, UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE)",
+        "INSERT INTO idempotency (token, fingerprint, value, capped, expires_at)"
+        " VALUES (%s, %s, 1, FALSE, UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE)",
         many=[(t.token, t.fingerprint) for t in expired],
     )
     await tidb.purge_expired()
@@ -309,3 +321,206 @@ async def test_purge_deletes_every_expired_record_in_batches_and_keeps_live_ones
     )
     assert {str(token) for (token,) in left} == {t.token for t in live}
     assert all([(await tidb.increment_once(key, 1, None, t)).replayed for t in live])
+
+
+# The counter's whole life: what each operation costs, expiry, and tables of an earlier
+# version.
+
+EVERY_STATEMENT = (
+    "Com_begin",
+    "Com_commit",
+    "Com_rollback",
+    "Com_insert",
+    "Com_select",
+    "Com_update",
+    "Com_delete",
+)
+
+
+async def statements_of(server: MariaDbServer, call: Awaitable[T]) -> tuple[T, dict[str, int]]:
+    """`call`'s outcome and the statements the server ran for it (those it ran at all)."""
+    before = await statement_counts(server, EVERY_STATEMENT)
+    outcome = await call
+    after = await statement_counts(server, EVERY_STATEMENT)
+    ran = {name.removeprefix("Com_"): after[name] - before[name] for name in after}
+    return outcome, {name: n for name, n in ran.items() if n}
+
+
+async def test_each_operation_costs_the_statements_the_docs_give(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    await tidb.ping()
+    await tidb.increment(key, by=5)
+    assert await statements_of(server, tidb.increment(key, by=-2)) == (3, {"update": 1})
+    assert await statements_of(server, tidb.set(key, 10)) == (3, {"insert": 1})
+    assert await statements_of(server, tidb.set(key, 11, expect=10)) == (
+        10,
+        {"begin": 1, "insert": 1, "update": 1, "commit": 1},
+    )
+    assert await statements_of(server, tidb.delete(key)) == (
+        11,
+        {"begin": 1, "select": 1, "delete": 1, "commit": 1},
+    )
+    changes = [Change(f"{key}-{n}", 1) for n in range(100)]
+    values, ran = await statements_of(server, tidb.apply_atomic(changes))
+    assert (values, ran) == ([1] * 100, {"begin": 1, "insert": 2, "select": 1, "commit": 1})
+    recorded, ran = await statements_of(server, tidb.apply_atomic(changes, once()))
+    assert isinstance(recorded, BatchRecorded)
+    assert recorded.values == (2,) * 100
+    assert ran == {"begin": 1, "insert": 3, "select": 1, "update": 1, "commit": 1}
+
+
+async def test_a_refused_batch_or_compare_and_set_rolls_back_and_keeps_its_connection(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    await tidb.ping()
+    connections = await statement_counts(server, ("Connections",))
+    _, ran = await statements_of(
+        server, as_refusal(tidb.apply_atomic([Change(f"{key}-a", 1), Change(f"{key}-b", -1)]))
+    )
+    assert ran == {"begin": 1, "insert": 1, "select": 1, "rollback": 1}
+    _, ran = await statements_of(server, as_refusal(tidb.set(key, 1, expect=3)))
+    assert ran == {"begin": 1, "insert": 1, "rollback": 1}
+    # Five connections are the counts' own (one per query), none the store's: it kept its one.
+    reconnected = await statement_counts(server, ("Connections",))
+    assert reconnected["Connections"] - connections["Connections"] == 5
+    assert [await tidb.get(k) for k in (key, f"{key}-a", f"{key}-b")] == [0, 0, 0]
+
+
+async def as_refusal(call: Awaitable[object]) -> CounterError:
+    try:
+        await call
+    except CounterError as exc:
+        return exc
+    raise AssertionError("not refused")
+
+
+async def test_an_expired_counter_not_yet_purged_reads_and_counts_as_absent(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    await tidb.increment(key, by=7, expires_at=int(time.time()) + 3600)
+    await query(server, "UPDATE counters SET expires_at = UNIX_TIMESTAMP() - 1 WHERE id = %s", key)
+    assert await tidb.get(key) == 0
+    with pytest.raises(CounterFloorReached) as refused:
+        await tidb.increment(key, by=-1)
+    assert refused.value.current == 0
+    with pytest.raises(BatchRefused) as batch:
+        await tidb.apply_atomic([Change(key, -1)])
+    assert [r.current for _, r in batch.value.refusals] == [0]
+    with pytest.raises(CounterMismatch):
+        await tidb.set(key, 1, expect=7)
+    assert await tidb.delete(key) == 0
+
+
+async def test_a_write_revives_an_expired_counter_from_zero(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    # The service never writes to a window's counter after its expiry; a clock far off
+    # the server's could, and the row it finds then counts as absent.
+    names = ("increment", "batch", "set", "cas")
+    for name in names:
+        await tidb.increment(f"{key}-{name}", by=7, expires_at=int(time.time()) + 3600)
+    await query(server, "UPDATE counters SET expires_at = 1 WHERE id LIKE %s", f"{key}-%")
+    later = int(time.time()) + 3600
+    assert await tidb.increment(f"{key}-increment", by=1, expires_at=later) == 1
+    assert await tidb.increment(f"{key}-increment", by=1, expires_at=later) == 2
+    assert await tidb.apply_atomic([Change(f"{key}-batch", 2, expires_at=later)]) == [2]
+    assert await tidb.set(f"{key}-set", 3, expires_at=later) == 0
+    assert await tidb.set(f"{key}-cas", 4, expect=0, expires_at=later) == 0
+    assert [await tidb.get(f"{key}-{n}") for n in names] == [2, 2, 3, 4]
+    expiries = await query(server, "SELECT expires_at FROM counters WHERE id LIKE %s", f"{key}-%")
+    assert {int(str(at)) for (at,) in expiries} == {later}
+
+
+async def test_purge_deletes_every_expired_counter_in_batches_and_keeps_live_ones(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    await tidb.increment(f"{key}-window", by=1, expires_at=int(time.time()) + 3600)
+    await tidb.increment(f"{key}-plain", by=1)
+    expired = [f"{key}-{n}".encode() for n in range(2_500)]
+    await query(
+        server,
+        "INSERT INTO counters (id, value, expires_at) VALUES (%s, 1, UNIX_TIMESTAMP() - 60)",
+        many=[(id,) for id in expired],
+    )
+    await tidb.purge_expired()
+    left = await query(server, "SELECT id FROM counters WHERE id LIKE %s", f"{key}-%")
+    assert {id for (id,) in left} == {f"{key}-window".encode(), f"{key}-plain".encode()}
+
+
+async def test_concurrent_compare_and_sets_creating_one_counter_let_exactly_one_win(
+    tidb: TidbStore, key: str
+) -> None:
+    # Racing creators queue on the row their INSERT locks: none deadlocks or fails.
+    outcomes = await asyncio.gather(
+        *(tidb.set(key, n, expect=0) for n in range(1, 51)), return_exceptions=True
+    )
+    winners = [n for n, o in enumerate(outcomes, start=1) if o == 0]
+    assert len(winners) == 1
+    assert all(isinstance(o, CounterMismatch) for o in outcomes if o != 0)
+    assert await tidb.get(key) == winners[0]
+
+
+async def test_concurrent_atomic_batches_over_crossing_keys_queue_without_deadlocks(
+    tidb: TidbStore, server: MariaDbServer, key: str
+) -> None:
+    # Each batch names the same counters in its own order, some new and some not, beside
+    # keyed batches and compare-and-sets on them: rows are locked in id order, absent ones
+    # by an INSERT, so every transaction queues and none is picked as a deadlock victim.
+    names = [f"{key}-{n}" for n in range(10)]
+    for name in names[::2]:
+        await tidb.increment(name, by=100)
+
+    def shuffled() -> list[Change]:
+        return [Change(name, 1) for name in random.sample(names, len(names))]
+
+    before = await statement_counts(server, ("Innodb_deadlocks",))
+    await asyncio.gather(
+        *(tidb.apply_atomic(shuffled()) for _ in range(40)),
+        *(tidb.apply_atomic(shuffled(), once()) for _ in range(20)),
+        *(as_refusal(tidb.set(name, 1, expect=-1)) for name in names),
+    )
+    after = await statement_counts(server, ("Innodb_deadlocks",))
+    assert after["Innodb_deadlocks"] == before["Innodb_deadlocks"]
+    assert [await tidb.get(name) for name in names] == [160, 60] * 5
+
+
+async def test_setup_upgrades_tables_of_an_earlier_version(servers: Servers, key: str) -> None:
+    server = servers.dedicated(MariaDbServer)
+    try:
+        await query(server, "DROP TABLE IF EXISTS counters")
+        await query(server, "DROP TABLE IF EXISTS idempotency")
+        await query(
+            server,
+            "CREATE TABLE counters (id VARBINARY(1020) NOT NULL, value BIGINT NOT NULL,"
+            " PRIMARY KEY (id))",
+        )
+        await query(
+            server,
+            "CREATE TABLE idempotency ("
+            " token CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,"
+            " fingerprint CHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,"
+            " value BIGINT NOT NULL, capped BOOLEAN NOT NULL, expires_at DATETIME(6) NOT NULL,"
+            " PRIMARY KEY (token), KEY idempotency_expires_at (expires_at))",
+        )
+        await query(server, "INSERT INTO counters VALUES (%s, 41)", key)
+        async with open_store(TidbStore, **server.settings()) as store:
+            await store.setup()  # a second time: nothing left to change
+            assert await store.increment(key) == 42
+            longest = "🚀" * (255 - len(key)) + key
+            window = f"{longest}\x1fw86400@1796083200"
+            assert await store.increment(window, expires_at=int(time.time()) + 60) == 1
+            assert await store.get(longest) == 0
+            token = once()
+            batch = await store.apply_atomic([Change(key, 1)], token)
+            assert isinstance(batch, BatchRecorded)
+            assert batch.values == (43,)
+            await store.purge_expired()
+        indexes = await query(
+            server,
+            "SELECT DISTINCT index_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND table_name = 'counters' ORDER BY 1",
+        )
+        assert [str(name) for (name,) in indexes] == ["counters_expires_at", "PRIMARY"]
+    finally:
+        server.stop()
