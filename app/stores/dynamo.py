@@ -1,15 +1,19 @@
 """DynamoDB: one conditional UpdateItem per increment, idempotency records in the counter's item.
 
-A counter is one item: `{id: S, value: N}`. A keyed increment adds its record to that
-item in the same UpdateItem, as two top-level attributes (the record's value must be
-computed from the counter's old value, and an UpdateExpression cannot build a map from
-one): `r:<token>` = `{e: N expiry epoch s, f: S fingerprint, c: BOOL capped}` and
-`n:<token>` = the value the increment produced. `prune_at` (epoch s) says when the
-oldest record on the item may be pruned; a keyed write whose answer shows it due
-starts a background prune of that item (GetItem, then UpdateItem REMOVE). An item holding
-records also carries `prune_shard` (0..15, from its key); the sparse index `prune_at-index`
-on (`prune_shard`, `prune_at`) lets the periodic purge Query only items holding records.
-The decisions (replay, capped, retry) are app/stores/records.py's, shared with docdb.
+A counter is one item: `{id: S, value: N}`; a window's counter also holds `expires_at: N`
+(epoch s), the table's Time to Live attribute, and reads ignore it from that second on.
+A keyed increment adds its record to the counter's item in the same UpdateItem, as two
+top-level attributes (the record's value must be computed from the counter's old value,
+and an UpdateExpression cannot build a map from one): `r:<token>` = `{e: N expiry epoch s,
+f: S fingerprint, c: BOOL capped}` and `n:<token>` = the value the increment produced.
+`prune_at` (epoch s) says when the oldest record on the item may be pruned; a keyed write
+whose answer shows it due starts a background prune of that item (GetItem, then
+UpdateItem REMOVE). An item holding records also carries `prune_shard` (0..15, from its
+key); the sparse index `prune_at-index` on (`prune_shard`, `prune_at`) lets the periodic
+purge Query only items holding records. Atomic batches are one TransactWriteItems; a keyed
+batch records its token in an item of its own, `\x1fbatch:<token>`, and each change's
+value as a record in its counter's item (see `apply_atomic`). The clock and the replay
+rule are app/stores/records.py's, shared with docdb.
 """
 
 import asyncio
@@ -533,10 +537,16 @@ class DynamoStore:
         if unexpected:
             code = min(unexpected)
             if code == "ValidationError":
-                message = " ".join(str(r.get("Message", "")) for r in reasons).lower()
-                if "item size" in message:
-                    raise StoreUnavailable(self.name, "item size limit: too many live records")
-                raise exc
+                full = [
+                    c.key
+                    for c, reason in zip(changes, reasons, strict=False)
+                    if "item size" in str(reason.get("Message", "")).lower()
+                ]
+                if not full:
+                    raise exc
+                for key in full:
+                    self._start_prune(key)
+                raise StoreUnavailable(self.name, "item size limit: too many live records")
             raise StoreUnavailable(self.name, code) from exc
         refusals = [
             (index, refused(_live_number(reason.get("Item"), now), c.by, c.cap, c.floor))
