@@ -21,7 +21,7 @@ import random
 import re
 import secrets
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import Any, ClassVar, Self
 
@@ -228,16 +228,17 @@ class DynamoStore:
         try:
             with self._errors():
                 response = await self._write(
-                    self._conn.update_item,
-                    TableName=self._table,
-                    Key={_KEY: {"S": key}},
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=_used(_NAMES, update, condition),
-                    ExpressionAttributeValues=values,
-                    ReturnValues="UPDATED_NEW",
-                    # The refusal carries the item as the condition saw it: no second read.
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression=update,
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames=_used(_NAMES, update, condition),
+                        ExpressionAttributeValues=values,
+                        ReturnValues="UPDATED_NEW",
+                        # The refusal carries the item as the condition saw it: no second read.
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
                 )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
@@ -360,15 +361,18 @@ class DynamoStore:
         try:
             with self._errors(), self._item_size_guard(key):
                 response = await self._write(
-                    self._conn.update_item,
-                    TableName=self._table,
-                    Key={_KEY: {"S": key}},
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=_used(_record_names(once.token), update, condition),
-                    ExpressionAttributeValues=_used(values, update, condition),
-                    ReturnValues="UPDATED_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression=update,
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames=_used(
+                            _record_names(once.token), update, condition
+                        ),
+                        ExpressionAttributeValues=_used(values, update, condition),
+                        ReturnValues="UPDATED_NEW",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
                 )
         except ClientError as exc:
             return _missed(exc, once.token, now)
@@ -401,14 +405,15 @@ class DynamoStore:
             with self._errors():
                 # UpdateItem, not PutItem: the item's idempotency records stay as they are.
                 response = await self._write(
-                    self._conn.update_item,
-                    TableName=self._table,
-                    Key={_KEY: {"S": key}},
-                    UpdateExpression=update,
-                    ExpressionAttributeNames=_used(_NAMES, *texts),
-                    ExpressionAttributeValues=_used(values, *texts),
-                    ReturnValues="UPDATED_OLD",
-                    **params,
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression=update,
+                        ExpressionAttributeNames=_used(_NAMES, *texts),
+                        ExpressionAttributeValues=_used(values, *texts),
+                        ReturnValues="UPDATED_OLD",
+                        **params,
+                    )
                 )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException" or expect is None:
@@ -424,12 +429,18 @@ class DynamoStore:
         expired window counter goes whole, records too, as its TTL would take it.
         """
         for _ in range(_DELETE_ATTEMPTS):
-            now = records.now()
-            values = {":now": {"N": str(now)}}
-            try:
-                with self._errors():
-                    response = await self._write(
-                        self._conn.delete_item,
+            deleted = await self._delete_once(key, records.now())
+            if deleted is not None:
+                return deleted
+        raise StoreUnavailable(self.name, "delete raced with pruning on every attempt")
+
+    async def _delete_once(self, key: str, now: int) -> int | None:
+        """The value deleted, or None when the item gained or lost its records meanwhile."""
+        values = {":now": {"N": str(now)}}
+        try:
+            with self._errors():
+                response = await self._write(
+                    lambda: self._conn.delete_item(
                         TableName=self._table,
                         Key={_KEY: {"S": key}},
                         ConditionExpression="attribute_not_exists(#pa) OR #x <= :now",
@@ -437,14 +448,15 @@ class DynamoStore:
                         ExpressionAttributeValues=values,
                         ReturnValues="ALL_OLD",
                     )
-                return _live_number(response.get("Attributes"), now)
-            except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-            try:
-                with self._errors():
-                    response = await self._write(
-                        self._conn.update_item,
+                )
+            return _live_number(response.get("Attributes"), now)
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+        try:
+            with self._errors():
+                response = await self._write(
+                    lambda: self._conn.update_item(
                         TableName=self._table,
                         Key={_KEY: {"S": key}},
                         UpdateExpression="REMOVE #v",
@@ -455,11 +467,12 @@ class DynamoStore:
                         ExpressionAttributeValues=values,
                         ReturnValues="UPDATED_OLD",
                     )
-                return _number(response.get("Attributes"))
-            except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-        raise StoreUnavailable(self.name, "delete raced with pruning on every attempt")
+                )
+            return _number(response.get("Attributes"))
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+        return None
 
     async def apply_atomic(
         self, changes: Sequence[Change], once: Once | None = None
@@ -615,13 +628,14 @@ class DynamoStore:
             try:
                 with self._errors():
                     response = await self._write(
-                        self._conn.update_item,
-                        TableName=self._table,
-                        Key={_KEY: {"S": key}},
-                        UpdateExpression="REMOVE #t",
-                        ConditionExpression="attribute_exists(#t)",
-                        ExpressionAttributeNames={"#t": name},
-                        ReturnValues="UPDATED_OLD",
+                        lambda: self._conn.update_item(
+                            TableName=self._table,
+                            Key={_KEY: {"S": key}},
+                            UpdateExpression="REMOVE #t",
+                            ConditionExpression="attribute_exists(#t)",
+                            ExpressionAttributeNames={"#t": name},
+                            ReturnValues="UPDATED_OLD",
+                        )
                     )
             except ClientError as exc:
                 if _code(exc) != "ConditionalCheckFailedException":
@@ -923,11 +937,11 @@ class DynamoStore:
             if "already enabled" not in str(exc).lower():
                 raise
 
-    async def _write(self, call: Callable[..., Any], **params: Any) -> Any:
+    async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """One single-item write, tried again while a transaction holds its item."""
         for attempt in range(1, _CONTENTION_ATTEMPTS + 1):
             try:
-                return await call(**params)
+                return await call()
             except ClientError as exc:
                 if _code(exc) != "TransactionConflictException" or attempt == _CONTENTION_ATTEMPTS:
                     raise
