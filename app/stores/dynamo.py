@@ -1,20 +1,27 @@
 """DynamoDB: one conditional UpdateItem per increment, idempotency records in the counter's item.
 
-A counter is one item: `{id: S, value: N}`. A keyed increment adds its record to that
-item in the same UpdateItem, as two top-level attributes (the record's value must be
-computed from the counter's old value, and an UpdateExpression cannot build a map from
-one): `r:<token>` = `{e: N expiry epoch s, f: S fingerprint, c: BOOL capped}` and
-`n:<token>` = the value the increment produced. `prune_at` (epoch s) says when the
-oldest record on the item may be pruned; a keyed write whose answer shows it due
-starts a background prune of that item (GetItem, then UpdateItem REMOVE). An item holding
-records also carries `prune_shard` (0..15, from its key); the sparse index `prune_at-index`
-on (`prune_shard`, `prune_at`) lets the periodic purge Query only items holding records.
-The decisions (replay, capped, retry) are app/stores/records.py's, shared with docdb.
+A counter is one item: `{id: S, value: N}`; a window's counter also holds `expires_at: N`
+(epoch s), the table's Time to Live attribute, and reads ignore it from that second on.
+A keyed increment adds its record to the counter's item in the same UpdateItem, as two
+top-level attributes (the record's value must be computed from the counter's old value,
+and an UpdateExpression cannot build a map from one): `r:<token>` = `{e: N expiry epoch s,
+f: S fingerprint, c: BOOL capped}` and `n:<token>` = the value the increment produced.
+`prune_at` (epoch s) says when the oldest record on the item may be pruned; a keyed write
+whose answer shows it due starts a background prune of that item (GetItem, then
+UpdateItem REMOVE). An item holding records also carries `prune_shard` (0..15, from its
+key); the sparse index `prune_at-index` on (`prune_shard`, `prune_at`) lets the periodic
+purge Query only items holding records. Atomic batches are one TransactWriteItems; a keyed
+batch records its token in an item of its own, `\x1fbatch:<token>`, and each change's
+value as a record in its counter's item (see `apply_atomic`). The clock and the replay
+rule are app/stores/records.py's, shared with docdb.
 """
 
 import asyncio
+import random
+import re
+import secrets
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import Any, ClassVar, Self
 
@@ -29,12 +36,12 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from app.counter_range import bounded_cap
-from app.errors import CounterCapped, StoreUnavailable
+from app.counter_range import COUNTER_LIMIT, bound, fits, refused
+from app.errors import BatchNotAtomic, BatchRefused, CounterMismatch, StoreUnavailable
 from app.store_settings import SettingsError, StoreSettings
 from app.stores import records
 from app.stores.background import in_background
-from app.stores.base import Once, Recorded
+from app.stores.base import BatchRecorded, Change, Once, Recorded
 from app.stores.records import Missed
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
@@ -42,12 +49,29 @@ ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
 
 _KEY = "id"
 _VALUE = "value"  # VALUE is a DynamoDB reserved word: always spelled through "#v"
-_NAMES = {"#v": _VALUE}
+# The table's Time to Live attribute: a window counter's expiry, epoch seconds. DynamoDB
+# deletes an expired item within days, not at once: reads treat it as absent from `now`.
+_EXPIRES_AT = "expires_at"
+_NAMES = {"#v": _VALUE, "#x": _EXPIRES_AT}
+_LIVE = "(attribute_not_exists(#x) OR #x > :now)"
 _RECORD = "r:"  # + token: the record's map
 _RECORD_VALUE = "n:"  # + token: the value its increment produced
 _PRUNE_AT = "prune_at"
 _EXPIRY = "e"
 _PRUNE_SHARD = "prune_shard"
+_FINGERPRINT = "f"
+# A keyed batch's record has an item of its own. No counter id starts with this control
+# character (window counters have it after their id, never first).
+_BATCH_RECORD = "\x1fbatch:"
+_RESULT = "t:"  # + a batch's own token: the value an unkeyed batch's change produced
+_TRANSACT_ITEMS = 100  # TransactWriteItems' limit
+_CHECK_FAILED = "ConditionalCheckFailed"
+_TRANSACTION_CONFLICT = "TransactionConflict"
+# A write that met another transaction on its item was rejected, never applied: it is
+# tried again, a few times, with jittered exponential backoff from this base.
+_CONTENTION_ATTEMPTS = 8
+_CONTENTION_BACKOFF_SECONDS = 0.005
+_DELETE_ATTEMPTS = 3
 _PRUNE_INDEX = "prune_at-index"
 # The index's partition key: spreading items over this many values keeps a hot expiry
 # second from landing on one index partition; the purge queries each in turn.
@@ -77,6 +101,7 @@ _UNAVAILABLE_CODES = frozenset(
         "UnrecognizedClientException",
         "ExpiredTokenException",
         "InvalidSignatureException",
+        "TransactionConflictException",
     }
 )
 _PRUNE_INDEX_ATTRIBUTES = (
@@ -118,6 +143,7 @@ class DynamoStore:
         PartialCredentialsError,
         CredentialRetrievalError,  # the ECS/EC2 credential endpoint did not answer
     )
+    atomic_batches: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -184,43 +210,84 @@ class DynamoStore:
                 await asyncio.sleep(_TABLE_POLL_SECONDS)
                 status = await self._table_status()
             await self._ensure_prune_index()
+            await self._ensure_time_to_live()
 
-    async def increment(self, key: str, by: int = 1, cap: int | None = None) -> int:
-        limit = bounded_cap(cap)
-        # A counter never written counts as 0, so it may be created only when the
-        # step alone fits; otherwise only an existing value <= limit - by passes.
-        fits_when_new = "attribute_not_exists(#v) OR " if by <= limit else ""
+    async def increment(
+        self,
+        key: str,
+        by: int = 1,
+        cap: int | None = None,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> int:
+        condition, values = _bounded(by, cap, floor)
+        update = "ADD #v :by" + (" SET #x = :x" if expires_at is not None else "")
+        values[":by"] = {"N": str(by)}
+        if expires_at is not None:
+            values[":x"] = {"N": str(expires_at)}
         try:
             with self._errors():
-                response = await self._conn.update_item(
-                    TableName=self._table,
-                    Key={_KEY: {"S": key}},
-                    UpdateExpression="ADD #v :by",
-                    ConditionExpression=f"{fits_when_new}#v <= :limit",
-                    ExpressionAttributeNames=_NAMES,
-                    ExpressionAttributeValues={
-                        ":by": {"N": str(by)},
-                        ":limit": {"N": str(limit - by)},
-                    },
-                    ReturnValues="UPDATED_NEW",
-                    # The refusal carries the item as the condition saw it: no second read.
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                response = await self._write(
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression=update,
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames=_used(_NAMES, update, condition),
+                        ExpressionAttributeValues=values,
+                        ReturnValues="UPDATED_NEW",
+                        # The refusal carries the item as the condition saw it: no second read.
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
                 )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise
-            raise CounterCapped(current=_number(exc.response.get("Item")), cap=limit) from None
+            current = _live_number(exc.response.get("Item"), records.now())
+            raise refused(current, by, cap, floor) from None
         return _number(response["Attributes"])
 
-    async def increment_once(self, key: str, by: int, cap: int | None, once: Once) -> Recorded:
-        limit = bounded_cap(cap)
-        # One attempt each: a refusal carries the item as the condition saw it, so a miss
-        # is always a live record or a full counter.
-        return await records.increment_once(self, key, by, limit, once, attempts=1)
+    async def increment_once(
+        self,
+        key: str,
+        by: int,
+        cap: int | None,
+        once: Once,
+        floor: int = 0,
+        expires_at: int | None = None,
+    ) -> Recorded:
+        """The step and its record in one `UpdateItem`; a refusal is recorded by a second.
 
-    async def add_record(
-        self, key: str, by: int, limit: int, once: Once, now: int
+        One attempt each: a refusal carries the item as the condition saw it, so a miss is
+        always a live record or a step out of bounds.
+        """
+        now = records.now()
+        seen: int | None = None
+        if _can_fit(by, cap, floor):
+            outcome = await self._add_record(key, by, cap, floor, once, now, expires_at)
+            if isinstance(outcome, Recorded):
+                return outcome
+            if outcome.replay is not None:
+                return outcome.replay
+            seen = outcome.value
+        refusal = await self._add_refused_record(key, once, now, seen, expires_at)
+        if isinstance(refusal, Recorded):
+            return refusal
+        if refusal.replay is None:
+            raise refusal.cause or AssertionError("a refused record missed for no reason")
+        return refusal.replay
+
+    async def _add_record(
+        self,
+        key: str,
+        by: int,
+        cap: int | None,
+        floor: int,
+        once: Once,
+        now: int,
+        expires_at: int | None,
     ) -> Recorded | Missed:
+        bounded, values = _bounded(by, cap, floor)
         attributes = await self._write_record(
             key,
             once,
@@ -233,31 +300,36 @@ class DynamoStore:
                 " #r = :rec, #pa = if_not_exists(#pa, :pa),"
                 " #ps = if_not_exists(#ps, :ps)"
             ),
-            condition=(
-                "(attribute_not_exists(#r) OR #r.#e <= :now)"
-                " AND (attribute_not_exists(#v) OR #v <= :limit)"
-            ),
-            values={":by": {"N": str(by)}, ":limit": {"N": str(limit - by)}},
+            condition=f"(attribute_not_exists(#r) OR #r.#e <= :now) AND ({bounded})",
+            values={":by": {"N": str(by)}, **values},
             capped=False,
+            expires_at=expires_at,
         )
         if isinstance(attributes, Missed):
             return attributes
         return Recorded(_number(attributes), False, once.fingerprint, replayed=False)
 
-    async def add_capped_record(self, key: str, once: Once, now: int) -> Recorded | Missed:
-        """Add a capped outcome to the item, unless a concurrent copy recorded the token."""
+    async def _add_refused_record(
+        self, key: str, once: Once, now: int, seen: int | None, expires_at: int | None
+    ) -> Recorded | Missed:
+        """Record a refused outcome, unless a concurrent copy recorded the token.
+
+        The value recorded is the one the refusal saw: the counter may have moved since.
+        Without one (a step no value admits, so nothing was tried) it is the value now.
+        """
+        value = "if_not_exists(#v, :zero)" if seen is None else ":seen"
         attributes = await self._write_record(
             key,
             once,
             now,
-            # The counter never goes down, so the value now is still past the cap.
             update=(
-                "SET #n = if_not_exists(#v, :zero), #r = :rec,"
+                f"SET #n = {value}, #r = :rec,"
                 " #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
             ),
             condition="attribute_not_exists(#r) OR #r.#e <= :now",
-            values={},
+            values={} if seen is None else {":seen": {"N": str(seen)}},
             capped=True,
+            expires_at=expires_at,
         )
         if isinstance(attributes, Missed):
             return attributes
@@ -274,24 +346,33 @@ class DynamoStore:
         condition: str,
         values: dict[str, Any],
         capped: bool,
+        expires_at: int | None,
     ) -> dict[str, Any] | Missed:
         """One conditional UpdateItem that writes the token's record: the new attributes."""
+        if expires_at is not None:
+            update += ", #x = :x"
+            values = {**values, ":x": {"N": str(expires_at)}}
+        values = {
+            ":zero": {"N": "0"},
+            ":now": {"N": str(now)},
+            **values,
+            **self._record_values(key, once, capped=capped),
+        }
         try:
             with self._errors(), self._item_size_guard(key):
-                response = await self._conn.update_item(
-                    TableName=self._table,
-                    Key={_KEY: {"S": key}},
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=_record_names(once.token),
-                    ExpressionAttributeValues={
-                        ":zero": {"N": "0"},
-                        ":now": {"N": str(now)},
-                        **values,
-                        **self._record_values(key, once, capped=capped),
-                    },
-                    ReturnValues="UPDATED_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                response = await self._write(
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression=update,
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames=_used(
+                            _record_names(once.token), update, condition
+                        ),
+                        ExpressionAttributeValues=_used(values, update, condition),
+                        ReturnValues="UPDATED_NEW",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
                 )
         except ClientError as exc:
             return _missed(exc, once.token, now)
@@ -299,8 +380,317 @@ class DynamoStore:
         self._prune_if_due(key, attributes, now)
         return attributes
 
-    def _record_values(self, key: str, once: Once, *, capped: bool) -> dict[str, Any]:
-        expires = records.expiry(once.ttl_seconds)
+    async def set(
+        self, key: str, value: int, expect: int | None = None, expires_at: int | None = None
+    ) -> int:
+        now = records.now()
+        # Without an expiry the counter becomes a plain one: an old expiry would end it.
+        update = "SET #v = :value" + (", #x = :x" if expires_at is not None else " REMOVE #x")
+        values: dict[str, Any] = {":value": {"N": str(value)}, ":now": {"N": str(now)}}
+        if expires_at is not None:
+            values[":x"] = {"N": str(expires_at)}
+        params: dict[str, Any] = {}
+        if expect is not None:
+            # An expired item reads 0, like an absent one: `expect` 0 matches both.
+            condition = f"(#v = :expect AND {_LIVE})"
+            if expect == 0:
+                condition += " OR attribute_not_exists(#v) OR #x <= :now"
+            values[":expect"] = {"N": str(expect)}
+            params = {
+                "ConditionExpression": condition,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        texts = (update, params.get("ConditionExpression", ""))
+        try:
+            with self._errors():
+                # UpdateItem, not PutItem: the item's idempotency records stay as they are.
+                response = await self._write(
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression=update,
+                        ExpressionAttributeNames=_used(_NAMES, *texts),
+                        ExpressionAttributeValues=_used(values, *texts),
+                        ReturnValues="UPDATED_OLD",
+                        **params,
+                    )
+                )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException" or expect is None:
+                raise
+            raise CounterMismatch(_live_number(exc.response.get("Item"), now), expect) from None
+        return _live_number(response.get("Attributes"), now)
+
+    async def delete(self, key: str) -> int:
+        """DeleteItem, or on an item holding idempotency records REMOVE of its value only.
+
+        The records stay so that a retried keyed request still replays instead of applying
+        again to the new counter; the prune removes them at their expiry as usual. An
+        expired window counter goes whole, records too, as its TTL would take it.
+        """
+        for _ in range(_DELETE_ATTEMPTS):
+            deleted = await self._delete_once(key, records.now())
+            if deleted is not None:
+                return deleted
+        raise StoreUnavailable(self.name, "delete raced with pruning on every attempt")
+
+    async def _delete_once(self, key: str, now: int) -> int | None:
+        """The value deleted, or None when the item gained or lost its records meanwhile."""
+        values = {":now": {"N": str(now)}}
+        try:
+            with self._errors():
+                response = await self._write(
+                    lambda: self._conn.delete_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        ConditionExpression="attribute_not_exists(#pa) OR #x <= :now",
+                        ExpressionAttributeNames={"#pa": _PRUNE_AT, "#x": _EXPIRES_AT},
+                        ExpressionAttributeValues=values,
+                        ReturnValues="ALL_OLD",
+                    )
+                )
+            return _live_number(response.get("Attributes"), now)
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+        try:
+            with self._errors():
+                response = await self._write(
+                    lambda: self._conn.update_item(
+                        TableName=self._table,
+                        Key={_KEY: {"S": key}},
+                        UpdateExpression="REMOVE #v",
+                        # The last record may be pruned in between: then DeleteItem again,
+                        # so no empty item is left behind.
+                        ConditionExpression=f"attribute_exists(#pa) AND {_LIVE}",
+                        ExpressionAttributeNames={**_NAMES, "#pa": _PRUNE_AT},
+                        ExpressionAttributeValues=values,
+                        ReturnValues="UPDATED_OLD",
+                    )
+                )
+            return _number(response.get("Attributes"))
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+        return None
+
+    async def apply_atomic(
+        self, changes: Sequence[Change], once: Once | None = None
+    ) -> list[int] | BatchRecorded:
+        """One TransactWriteItems: an Update per change, and the token's record item.
+
+        A transaction returns no values, so each change also stores the value it produced
+        in its item, under a name of this batch's own, read back after the commit: a
+        `REMOVE` with `UPDATED_OLD` per change (unkeyed), or one `BatchGetItem` (keyed: the
+        values stay beside the token's record in each item, to answer replays, and go
+        with the item's other records when they expire).
+        """
+        changes = list(changes)
+        most = _TRANSACT_ITEMS - (0 if once is None else 1)
+        if len(changes) > most:
+            record = ", one more holds the Idempotency-Key's record" if once else ""
+            raise BatchNotAtomic(
+                self.name,
+                f"at most {most} changes: TransactWriteItems takes {_TRANSACT_ITEMS} items{record}",
+            )
+        if not changes:
+            return [] if once is None else BatchRecorded((), once.fingerprint, replayed=False)
+        token = once.token if once is not None else secrets.token_hex(16)
+        for attempt in range(1, _CONTENTION_ATTEMPTS + 1):
+            now = records.now()
+            # One expiry for the record item and the values beside each counter: a live
+            # record always finds its values.
+            expires = records.expiry(once.ttl_seconds if once is not None else 0)
+            items = [self._batch_update(change, token, once, expires) for change in changes]
+            if once is not None:
+                items.append(self._batch_record(once, now, expires))
+            try:
+                with self._errors():
+                    await self._conn.transact_write_items(TransactItems=items)
+                break
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                replay = await self._cancelled(changes, once, reasons, now, exc)
+                if replay is not None:
+                    return replay
+            await _backoff(attempt)
+        else:
+            raise StoreUnavailable(self.name, "TransactionConflict on every attempt")
+        keys = [change.key for change in changes]
+        if once is None:
+            return await self._take_results(keys, _RESULT + token)
+        values = await self._read_results(keys, once.token, prune=True)
+        return BatchRecorded(tuple(values), once.fingerprint, replayed=False)
+
+    async def _cancelled(
+        self,
+        changes: list[Change],
+        once: Once | None,
+        reasons: list[dict[str, Any]],
+        now: int,
+        exc: ClientError,
+    ) -> BatchRecorded | None:
+        """What a cancelled batch means: a replay, a refusal, or None to try again."""
+        codes = [str(reason.get("Code", "None")) for reason in reasons]
+        if once is not None and codes[-1:] == [_CHECK_FAILED]:
+            # The record's condition failed: the token is recorded and live.
+            record = reasons[-1].get("Item") or {}
+            fingerprint = str(record.get(_FINGERPRINT, {}).get("S", ""))
+            if fingerprint != once.fingerprint:
+                # Another request's token: the caller refuses it; its values are not read.
+                return BatchRecorded((), fingerprint, replayed=True)
+            values = await self._read_results([c.key for c in changes], once.token)
+            return BatchRecorded(tuple(values), fingerprint, replayed=True)
+        if _TRANSACTION_CONFLICT in codes:
+            # Contention: the checks that did run may not be all of them, so try again.
+            return None
+        unexpected = set(codes) - {"None", _CHECK_FAILED}
+        if unexpected:
+            code = min(unexpected)
+            if code == "ValidationError":
+                full = [
+                    c.key
+                    for c, reason in zip(changes, reasons, strict=False)
+                    if "item size" in str(reason.get("Message", "")).lower()
+                ]
+                if not full:
+                    raise exc
+                for key in full:
+                    self._start_prune(key)
+                raise StoreUnavailable(self.name, "item size limit: too many live records")
+            raise StoreUnavailable(self.name, code) from exc
+        refusals = [
+            (index, refused(_live_number(reason.get("Item"), now), c.by, c.cap, c.floor))
+            for index, (c, reason) in enumerate(zip(changes, reasons, strict=False))
+            if reason.get("Code") == _CHECK_FAILED
+        ]
+        if not refusals:
+            raise exc
+        raise BatchRefused(refusals) from None
+
+    def _batch_update(
+        self, change: Change, token: str, once: Once | None, expires: int
+    ) -> dict[str, Any]:
+        condition, values = _bounded(change.by, change.cap, change.floor)
+        names = {**_NAMES}
+        values = {**values, ":zero": {"N": "0"}, ":by": {"N": str(change.by)}}
+        update = "SET #v = if_not_exists(#v, :zero) + :by, #n = if_not_exists(#v, :zero) + :by"
+        if once is None:
+            names["#n"] = _RESULT + token
+        else:
+            names.update(_record_names(token))
+            values.update(self._record_values(change.key, once, capped=False, expires=expires))
+            update += ", #r = :rec, #pa = if_not_exists(#pa, :pa), #ps = if_not_exists(#ps, :ps)"
+        if change.expires_at is not None:
+            names["#x"] = _EXPIRES_AT
+            values[":x"] = {"N": str(change.expires_at)}
+            update += ", #x = :x"
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {_KEY: {"S": change.key}},
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": _used(names, update, condition),
+                "ExpressionAttributeValues": _used(values, update, condition),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+
+    def _batch_record(self, once: Once, now: int, expires: int) -> dict[str, Any]:
+        """The token's own item: taken only while absent or expired; TTL deletes it."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {_KEY: {"S": _BATCH_RECORD + once.token}},
+                "UpdateExpression": "SET #f = :f, #e = :e, #x = :e",
+                "ConditionExpression": "attribute_not_exists(#e) OR #e <= :now",
+                "ExpressionAttributeNames": {
+                    "#f": _FINGERPRINT,
+                    "#e": _EXPIRY,
+                    "#x": _EXPIRES_AT,
+                },
+                "ExpressionAttributeValues": {
+                    ":f": {"S": once.fingerprint},
+                    ":e": {"N": str(expires)},
+                    ":now": {"N": str(now)},
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+
+    async def _take_results(self, keys: list[str], name: str) -> list[int]:
+        """Each item's value under `name`, removed in the same UpdateItem."""
+
+        async def take(key: str) -> int:
+            try:
+                with self._errors():
+                    response = await self._write(
+                        lambda: self._conn.update_item(
+                            TableName=self._table,
+                            Key={_KEY: {"S": key}},
+                            UpdateExpression="REMOVE #t",
+                            ConditionExpression="attribute_exists(#t)",
+                            ExpressionAttributeNames={"#t": name},
+                            ReturnValues="UPDATED_OLD",
+                        )
+                    )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                raise StoreUnavailable(
+                    self.name,
+                    "the batch was applied, but its counter was deleted before its value was read",
+                ) from None
+            return int(response["Attributes"][name]["N"])
+
+        taken = await asyncio.gather(*(take(key) for key in keys), return_exceptions=True)
+        for outcome in taken:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [value for value in taken if isinstance(value, int)]
+
+    async def _read_results(self, keys: list[str], token: str, *, prune: bool = False) -> list[int]:
+        """`n:<token>` of each item, by strongly consistent BatchGetItem."""
+        names = {"#k": _KEY, "#n": _RECORD_VALUE + token, "#pa": _PRUNE_AT}
+        wanted: dict[str, Any] = {
+            self._table: {
+                "Keys": [{_KEY: {"S": key}} for key in keys],
+                "ConsistentRead": True,
+                "ProjectionExpression": "#k, #n, #pa",
+                "ExpressionAttributeNames": names,
+            }
+        }
+        found: dict[str, dict[str, Any]] = {}
+        for attempt in range(1, _CONTENTION_ATTEMPTS + 1):
+            with self._errors():
+                response = await self._conn.batch_get_item(RequestItems=wanted)
+            for item in response.get("Responses", {}).get(self._table, []):
+                found[item[_KEY]["S"]] = item
+            wanted = response.get("UnprocessedKeys") or {}
+            if not wanted:
+                break
+            await _backoff(attempt)
+        else:
+            raise StoreUnavailable(self.name, "BatchGetItem left keys unprocessed")
+        now = records.now()
+        values = []
+        for key in keys:
+            item = found.get(key, {})
+            if names["#n"] not in item:
+                raise StoreUnavailable(self.name, "a recorded batch's value is missing")
+            values.append(int(item[names["#n"]]["N"]))
+            if prune:
+                self._prune_if_due(key, item, now)
+        return values
+
+    def _record_values(
+        self, key: str, once: Once, *, capped: bool, expires: int | None = None
+    ) -> dict[str, Any]:
+        if expires is None:
+            expires = records.expiry(once.ttl_seconds)
         record = {
             _EXPIRY: {"N": str(expires)},
             "f": {"S": once.fingerprint},
@@ -451,10 +841,10 @@ class DynamoStore:
                 TableName=self._table,
                 Key={_KEY: {"S": key}},
                 ConsistentRead=True,  # the default, eventually consistent read may lag
-                ProjectionExpression="#v",
+                ProjectionExpression="#v, #x",
                 ExpressionAttributeNames=_NAMES,
             )
-        return _number(response.get("Item"))
+        return _live_number(response.get("Item"), records.now())
 
     async def ping(self) -> None:
         with self._errors():
@@ -521,6 +911,43 @@ class DynamoStore:
             await asyncio.sleep(_TABLE_POLL_SECONDS)
             status = await self._index_status()
 
+    async def _ensure_time_to_live(self) -> None:
+        """Enable Time to Live on `expires_at`, so that DynamoDB deletes expired windows."""
+        response = await self._conn.describe_time_to_live(TableName=self._table)
+        described = response.get("TimeToLiveDescription", {})
+        status = described.get("TimeToLiveStatus", "DISABLED")
+        attribute = described.get("AttributeName")
+        if status in {"ENABLED", "ENABLING"} and attribute == _EXPIRES_AT:
+            return
+        if status != "DISABLED":
+            # A table has one TTL attribute, and one being disabled cannot be enabled yet:
+            # setup fails, and is retried, until an operator sees to it.
+            raise StoreUnavailable(
+                self.name,
+                f"table {self._table!r} has Time to Live {status.lower()} on {attribute!r};"
+                f" window counters expire by {_EXPIRES_AT!r}",
+            )
+        try:
+            await self._conn.update_time_to_live(
+                TableName=self._table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": _EXPIRES_AT},
+            )
+        except ClientError as exc:
+            # Another process enabled it first.
+            if "already enabled" not in str(exc).lower():
+                raise
+
+    async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One single-item write, tried again while a transaction holds its item."""
+        for attempt in range(1, _CONTENTION_ATTEMPTS + 1):
+            try:
+                return await call()
+            except ClientError as exc:
+                if _code(exc) != "TransactionConflictException" or attempt == _CONTENTION_ATTEMPTS:
+                    raise
+            await _backoff(attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def _index_status(self) -> str | None:
         response = await self._conn.describe_table(TableName=self._table)
         for index in response["Table"].get("GlobalSecondaryIndexes", []):
@@ -566,6 +993,45 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+async def _backoff(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, _CONTENTION_BACKOFF_SECONDS * 2**attempt))  # noqa: S311 - jitter, not a secret
+
+
+def _bounded(by: int, cap: int | None, floor: int) -> tuple[str, dict[str, Any]]:
+    """The condition that keeps a step of `by` within its bound, and its value `:room`.
+
+    A counter never written counts as 0, so it may be created only when the step alone
+    fits; otherwise only an existing value passes: at most cap - by going up, at least
+    floor - by going down.
+    """
+    when_new = "attribute_not_exists(#v) OR " if fits(0, by, cap, floor) else ""
+    compare = "<=" if by > 0 else ">="
+    return f"{when_new}#v {compare} :room", {":room": {"N": str(bound(by, cap, floor) - by)}}
+
+
+def _can_fit(by: int, cap: int | None, floor: int) -> bool:
+    """Whether any value in the counter range admits the step."""
+    room = bound(by, cap, floor) - by
+    return room >= 0 if by > 0 else room <= COUNTER_LIMIT
+
+
+def _used(mapping: dict[str, Any], *expressions: str) -> dict[str, Any]:
+    """The placeholders the expressions use: DynamoDB refuses a request naming others."""
+    text = " ".join(expressions)
+    return {
+        name: value
+        for name, value in mapping.items()
+        if re.search(rf"{re.escape(name)}(?!\w)", text)
+    }
+
+
+def _live_number(item: dict[str, Any] | None, now: int) -> int:
+    """The counter in an item, 0 when absent or past its expiry (not yet deleted by TTL)."""
+    if item and _EXPIRES_AT in item and int(item[_EXPIRES_AT]["N"]) <= now:
+        return 0
+    return _number(item)
+
+
 def _number(item: dict[str, Any] | None) -> int:
     """The counter in an item as DynamoDB returns it, 0 when absent."""
     if not item or _VALUE not in item:
@@ -596,7 +1062,7 @@ def _missed(exc: ClientError, token: str, now: int) -> Missed:
     item = exc.response.get("Item") or {}
     record = item.get(_RECORD + token)
     if record is None:
-        return Missed(None, _number(item), exc)
+        return Missed(None, _live_number(item, now), exc)
     fields = record["M"]
     value = int(item[_RECORD_VALUE + token]["N"])
     found = records.replay(

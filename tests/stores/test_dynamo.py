@@ -1,7 +1,9 @@
 """What only the DynamoDB store does: create its table, name a missing one, refuse in one call,
-keep idempotency records in the counter's item and prune them."""
+keep idempotency records in the counter's item and prune them, expire windows by TTL and
+read past expired items, and make atomic batches with TransactWriteItems."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,9 +15,17 @@ import pytest
 from aiobotocore.stub import AioStubber
 from botocore.exceptions import ClientError
 
-from app.errors import CounterCapped, StoreUnavailable
+from app.errors import (
+    BatchNotAtomic,
+    BatchRefused,
+    CounterCapped,
+    CounterFloorReached,
+    CounterMismatch,
+    StoreUnavailable,
+)
 from app.settings import SettingsError
-from app.stores.base import Once
+from app.stores import records
+from app.stores.base import BatchRecorded, Change, Once
 from app.stores.dynamo import DynamoStore
 from testing.servers.dynamodb import REGION, DynamoDbLocalServer
 from tests.conftest import make_settings, once, serve, shared_server
@@ -371,3 +381,267 @@ async def test_a_purge_round_queries_only_items_holding_records_and_prunes_the_e
             assert (await store.increment_once(counter, 1, None, kept[counter])).replayed
     finally:
         await store.close()
+
+
+# The counter's whole life: expiry, set and delete, atomic batches
+
+
+def rejected(code: str, operation: str, **extra: Any) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}, **extra}, operation)
+
+
+async def test_setup_enables_time_to_live_on_expires_at(
+    dynamo: DynamoDbLocalServer, table: str
+) -> None:
+    connector = Connector(dynamo)
+    store = DynamoStore(connector, table, create_table=True)
+    try:
+        await store.setup()
+        await store.setup()  # idempotent once it is enabled
+        described = await connector.client.describe_time_to_live(TableName=table)
+        assert described["TimeToLiveDescription"] == {
+            "TimeToLiveStatus": "ENABLED",
+            "AttributeName": "expires_at",
+        }
+    finally:
+        await store.close()
+
+
+async def test_a_table_whose_time_to_live_is_on_another_attribute_is_unavailable(
+    dynamo: DynamoDbLocalServer, table: str
+) -> None:
+    connector = Connector(dynamo)
+    async with connector() as ddb:
+        await ddb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        await ddb.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+        )
+    store = DynamoStore(connector, table)
+    try:
+        with pytest.raises(StoreUnavailable, match=r"'ttl'.*'expires_at'"):
+            await store.setup()
+    finally:
+        await store.close()
+
+
+async def test_an_expired_item_ttl_has_not_deleted_yet_reads_as_absent(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    # DynamoDB deletes an expired item within days: until then every read ignores it.
+    store, connector = connected
+    table = store._table
+
+    async def expired(name: str, value: int) -> str:
+        await connector.client.put_item(
+            TableName=table,
+            Item={
+                "id": {"S": name},
+                "value": {"N": str(value)},
+                "expires_at": {"N": str(int(time.time()) - 5)},
+            },
+        )
+        return name
+
+    assert await store.get(await expired(key, 7)) == 0
+    # No write reaches a window counter after its expiry (its caller sees to that); a
+    # refusal the condition made still reports the value reads give.
+    with pytest.raises(CounterFloorReached) as floored:
+        await store.increment(key, by=-8)
+    assert floored.value.current == 0
+    with pytest.raises(CounterMismatch) as mismatch:
+        await store.set(key, 3, expect=7)
+    assert mismatch.value.current == 0
+    assert await store.set(key, 3, expect=0) == 0
+    assert await store.get(key) == 3, "set without an expiry makes a plain counter"
+    assert await store.set(await expired(f"{key}-b", 9), 4) == 0
+    assert await store.delete(await expired(f"{key}-c", 9)) == 0
+    assert await raw_item(connector, table, f"{key}-c") == {}
+    with pytest.raises(BatchRefused) as batch:
+        await store.apply_atomic([Change(await expired(f"{key}-d", 9), -10)])
+    assert [r.current for _, r in batch.value.refusals] == [0]
+
+
+async def test_a_window_counter_carries_its_expiry_on_every_write_path(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    expires_at = int(time.time()) + 3600
+    await store.increment(f"{key}-plain", by=1, expires_at=expires_at)
+    await store.increment_once(f"{key}-keyed", 1, None, once(), expires_at=expires_at)
+    # A refused keyed decrement still leaves its record, in an item that expires too.
+    refused = await store.increment_once(f"{key}-refused", -1, None, once(), expires_at=expires_at)
+    assert (refused.value, refused.capped) == (0, True)
+    await store.set(f"{key}-set", 5, expires_at=expires_at)
+    await store.apply_atomic([Change(f"{key}-batch", 1, expires_at=expires_at)])
+    for name in ("plain", "keyed", "refused", "set", "batch"):
+        item = await raw_item(connector, store._table, f"{key}-{name}")
+        assert item["expires_at"] == {"N": str(expires_at)}, name
+    assert await store.get(f"{key}-refused") == 0
+
+
+async def test_a_decrement_and_its_refusal_are_one_request_each(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    await store.increment(key, by=2)
+    connector.operations.clear()
+    assert await store.increment(key, by=-2) == 0
+    with pytest.raises(CounterFloorReached):
+        await store.increment(key, by=-1)
+    assert connector.operations == ["UpdateItem", "UpdateItem"]
+
+
+async def test_delete_removes_the_item_or_only_the_value_beside_live_records(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    await store.increment(key, by=4)
+    assert await store.delete(key) == 4
+    assert await raw_item(connector, store._table, key) == {}, "no empty item left behind"
+
+    keyed = f"{key}-keyed"
+    token = once()
+    await store.increment_once(keyed, 3, None, token)
+    assert await store.delete(keyed) == 3
+    assert "value" not in await raw_item(connector, store._table, keyed)
+    assert await store.get(keyed) == 0
+    replay = await store.increment_once(keyed, 3, None, token)
+    assert (replay.value, replay.replayed) == (3, True), "a retry after the delete replays"
+    assert await store.get(keyed) == 0
+
+
+async def test_an_atomic_batch_is_one_transaction_and_leaves_nothing_behind(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    connector.operations.clear()
+    assert await store.apply_atomic([Change(f"{key}-a", 2), Change(f"{key}-b", 3)]) == [2, 3]
+    assert connector.operations == ["TransactWriteItems", "UpdateItem", "UpdateItem"]
+    for name, value in (("a", "2"), ("b", "3")):
+        item = await raw_item(connector, store._table, f"{key}-{name}")
+        assert item == {"id": {"S": f"{key}-{name}"}, "value": {"N": value}}
+
+    connector.operations.clear()
+    with pytest.raises(BatchRefused) as refused:
+        await store.apply_atomic([Change(f"{key}-a", -3), Change(f"{key}-b", 1, cap=3)])
+    assert [(i, r.current) for i, r in refused.value.refusals] == [(0, 2), (1, 3)]
+    assert connector.operations == ["TransactWriteItems"], "the refusals need no read"
+
+
+async def test_a_keyed_batch_records_its_token_in_an_item_of_its_own(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    token = once()
+    changes = [Change(f"{key}-a", 2), Change(f"{key}-b", 3)]
+    connector.operations.clear()
+    first = await store.apply_atomic(changes, token)
+    assert first == BatchRecorded((2, 3), token.fingerprint, replayed=False)
+    assert connector.operations == ["TransactWriteItems", "BatchGetItem"]
+    record = await raw_item(connector, store._table, f"\x1fbatch:{token.token}")
+    assert record["f"] == {"S": token.fingerprint}
+    assert record["expires_at"] == record["e"], "DynamoDB's TTL deletes it at its expiry"
+    for name in "ab":
+        item = await raw_item(connector, store._table, f"{key}-{name}")
+        assert {f"r:{token.token}", f"n:{token.token}", "prune_at", "prune_shard"} <= set(item)
+
+    connector.operations.clear()
+    again = await store.apply_atomic(changes, token)
+    assert again == BatchRecorded((2, 3), token.fingerprint, replayed=True)
+    assert connector.operations == ["TransactWriteItems", "BatchGetItem"]
+    other = Once(token.token, "0" * 32, token.ttl_seconds)
+    reused = await store.apply_atomic([Change(f"{key}-c", 1)], other)
+    assert reused == BatchRecorded((), token.fingerprint, replayed=True)
+    assert await store.get(f"{key}-c") == 0
+
+
+async def test_a_refused_keyed_batch_records_nothing(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, connector = connected
+    token = once()
+    with pytest.raises(BatchRefused):
+        await store.apply_atomic([Change(f"{key}-a", 1), Change(f"{key}-b", -1)], token)
+    assert await raw_item(connector, store._table, f"\x1fbatch:{token.token}") == {}
+    assert await raw_item(connector, store._table, f"{key}-a") == {}
+    applied = await store.apply_atomic([Change(f"{key}-a", 1)], token)
+    assert applied == BatchRecorded((1,), token.fingerprint, replayed=False)
+
+
+async def test_an_expired_batch_record_lets_its_token_apply_again(
+    connected: tuple[DynamoStore, Connector], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = connected
+    token = once(ttl=60)
+    first = await store.apply_atomic([Change(key, 1)], token)
+    assert first == BatchRecorded((1,), token.fingerprint, replayed=False)
+    later = time.time() + 120
+    monkeypatch.setattr(records, "time", type("Later", (), {"time": staticmethod(lambda: later)}))
+    again = await store.apply_atomic([Change(key, 1)], token)
+    assert again == BatchRecorded((2,), token.fingerprint, replayed=False)
+
+
+async def test_a_keyed_batch_holds_99_changes_and_an_unkeyed_one_100(
+    connected: tuple[DynamoStore, Connector], key: str
+) -> None:
+    store, _ = connected
+    changes = [Change(f"{key}-{n}", 1) for n in range(101)]
+    with pytest.raises(BatchNotAtomic, match="at most 99 changes"):
+        await store.apply_atomic(changes[:100], once())
+    with pytest.raises(BatchNotAtomic, match="at most 100 changes"):
+        await store.apply_atomic(changes)
+    assert await store.get(f"{key}-0") == 0
+    keyed = await store.apply_atomic(changes[:99], once())
+    assert isinstance(keyed, BatchRecorded)
+    assert keyed.values == (1,) * 99
+    assert await store.apply_atomic(changes[:100]) == [2] * 99 + [1]
+
+
+async def test_a_transaction_conflict_is_tried_again_then_unavailable(
+    connected: tuple[DynamoStore, Connector], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, connector = connected
+    real = connector.client.transact_write_items
+    conflicts = {"left": 2}
+
+    async def contended(**params: Any) -> Any:
+        if conflicts["left"] > 0:
+            conflicts["left"] -= 1
+            reasons = [{"Code": "TransactionConflict"}, {"Code": "None"}]
+            raise rejected(
+                "TransactionCanceledException", "TransactWriteItems", CancellationReasons=reasons
+            )
+        return await real(**params)
+
+    monkeypatch.setattr(connector.client, "transact_write_items", contended)
+    assert await store.apply_atomic([Change(f"{key}-a", 1), Change(f"{key}-b", 1)]) == [1, 1]
+    conflicts["left"] = 1000
+    with pytest.raises(StoreUnavailable, match="TransactionConflict"):
+        await store.apply_atomic([Change(f"{key}-a", 1), Change(f"{key}-b", 1)])
+    assert [await store.get(f"{key}-a"), await store.get(f"{key}-b")] == [1, 1]
+
+
+async def test_a_write_that_meets_a_transaction_on_its_item_is_tried_again(
+    connected: tuple[DynamoStore, Connector], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, connector = connected
+    real = connector.client.update_item
+    conflicts = {"left": 1}
+
+    async def contended(**params: Any) -> Any:
+        if conflicts["left"] > 0:
+            conflicts["left"] -= 1
+            raise rejected("TransactionConflictException", "UpdateItem")
+        return await real(**params)
+
+    monkeypatch.setattr(connector.client, "update_item", contended)
+    assert await store.increment(key) == 1
+    conflicts["left"] = 1000
+    with pytest.raises(StoreUnavailable) as down:
+        await store.increment(key)
+    assert down.value.reason == "TransactionConflictException"
