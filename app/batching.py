@@ -110,21 +110,31 @@ class GroupCommit:
         """Write `batch` and settle every member's result; raises only on cancellation."""
         store, key, cap, floor, expires_at, _ = slot
         attempt = batch
+        refused_at: int | None = None
         try:
             while attempt:
                 total = sum(member.by for member in attempt)
                 try:
                     value = await self._write(store, key, total, cap, floor, expires_at)
                 except CounterCapped as capped:
+                    refused_at = capped.current
                     attempt = _what_fits(batch, attempt, capped, slot)
                     continue
+                before = value - total
                 for member in attempt:
                     _settle(member, value - total + member.by)
                     total -= member.by
-                # The members left out did not fit even before `attempt` was applied.
-                for member in batch:
-                    _fail(member, _refusal(slot, value))
-                return
+                left_out = [member for member in batch if not member.result.done()]
+                if before == refused_at:
+                    # Written where the refusal found the counter: the members left out did
+                    # not fit there, in queue order, so they do not fit at `value` either.
+                    for member in left_out:
+                        _fail(member, _refusal(slot, value))
+                    return
+                # Changes the other way (here or in another process) moved the counter
+                # since the refusal: those left out are tried again, so each refusal is
+                # at a value the store reported.
+                attempt = left_out
         except Exception as exc:
             if not isinstance(exc, StoreUnavailable):
                 log.exception("group commit failed", extra={"store": store})

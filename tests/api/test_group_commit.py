@@ -10,7 +10,7 @@ import pytest
 
 from app.counter_range import COUNTER_LIMIT
 from app.counters import Counters
-from app.errors import CounterCapped, StoreUnavailable
+from app.errors import CounterCapped, CounterFloorReached, StoreUnavailable
 from app.metrics import Metrics
 from app.stores import CounterStore
 from tests.conftest import make_settings
@@ -312,3 +312,83 @@ async def test_over_http_300_concurrent_posts_give_1_to_300_in_fewer_writes(
     assert (await client.get(f"/{backend_name}/{key}")).json()["counter"] == 300
     writes = store_writes((await client.get("/metrics")).text, backend_name)
     assert 1 <= writes < 300
+
+
+async def decrement_or_error(
+    counters: Counters, store: str, key: str, by: int, floor: int
+) -> int | Exception:
+    try:
+        return await counters.increment(store, key, by=by, floor=floor)
+    except (CounterCapped, StoreUnavailable) as exc:
+        return exc
+
+
+async def test_300_concurrent_decrements_are_batched_and_hand_out_each_value_once(
+    counted: CountingStore, key: str
+) -> None:
+    counters = counters_over(counted)
+    await counted.inner.increment(key, by=300)
+    values = await asyncio.gather(
+        *(counters.increment(counted.name, key, by=-1) for _ in range(300))
+    )
+    assert sorted(values) == list(range(0, 300))
+    assert await counted.get(key) == 0
+    assert len(counted.steps) <= 30, f"{len(counted.steps)} writes for 300 decrements"
+
+
+async def test_200_floored_decrements_stop_exactly_at_the_floor(
+    counted: CountingStore, key: str
+) -> None:
+    counters = counters_over(counted)
+    await counted.inner.increment(key, by=100)
+    outcomes = await asyncio.gather(
+        *(decrement_or_error(counters, counted.name, key, -1, 50) for _ in range(200))
+    )
+    successes = sorted(value for value in outcomes if isinstance(value, int))
+    refused = [exc for exc in outcomes if isinstance(exc, CounterFloorReached)]
+    assert successes == list(range(50, 100))
+    assert len(refused) == 150
+    assert {exc.current for exc in refused} == {50}
+    assert await counted.get(key) == 50
+
+
+async def test_mixed_signs_are_batched_apart_and_stay_exact(
+    counted: CountingStore, key: str
+) -> None:
+    counters = counters_over(counted)
+    await counted.inner.increment(key, by=1000)
+    steps = [random.choice((1, 2, 3, -1, -2, -3)) for _ in range(300)]
+    values = await asyncio.gather(*(counters.increment(counted.name, key, by=by) for by in steps))
+    assert await counted.get(key) == 1000 + sum(steps)
+    # Every write carries one direction's callers only: a mixed sum could pass a bound
+    # that one of its parts, in order, would not.
+    writes = counted.steps
+    assert sum(writes) == sum(steps)
+    assert sum(w for w in writes if w > 0) == sum(s for s in steps if s > 0)
+    assert sum(w for w in writes if w < 0) == sum(s for s in steps if s < 0)
+    assert len(writes) < 300
+    assert all(isinstance(value, int) for value in values)
+
+
+async def test_mixed_floored_and_capped_batches_never_pass_either_bound(
+    counted: CountingStore, key: str
+) -> None:
+    counters = counters_over(counted)
+    await counted.inner.increment(key, by=50)
+    steps = [random.choice((3, -3)) for _ in range(300)]
+
+    async def change(by: int) -> int | Exception:
+        try:
+            return await counters.increment(counted.name, key, by=by, cap=60, floor=40)
+        except CounterCapped as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(change(by) for by in steps))
+    applied = sum(by for by, o in zip(steps, outcomes, strict=True) if isinstance(o, int))
+    assert all(40 <= o <= 60 for o in outcomes if isinstance(o, int))
+    for by, outcome in zip(steps, outcomes, strict=True):
+        if isinstance(outcome, CounterCapped):
+            # Refused only when the step did not fit at the value the refusal reports.
+            fits = 40 <= outcome.current + by <= 60
+            assert not fits, f"{by:+} refused at {outcome.current}"
+    assert await counted.get(key) == 50 + applied
