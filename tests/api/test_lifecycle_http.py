@@ -372,7 +372,9 @@ async def test_atomic_batches_racing_on_shared_counters_are_never_partial(
     stock, x = tagged(key, "stock"), tagged(key, "x")
     await client.post(f"/{backend_name}/{stock}", params={"by": 50})
     take = {"atomic": True, "operations": [{"id": stock, "by": -1}, {"id": x}]}
-    answers = await asyncio.gather(*(client.post(f"/{backend_name}", json=take) for _ in range(120)))
+    answers = await asyncio.gather(
+        *(client.post(f"/{backend_name}", json=take) for _ in range(120))
+    )
     assert Counter(a.status_code for a in answers) == Counter({200: 50, 409: 70})
     taken = sorted(a.json()["results"][1]["counter"] for a in answers if a.status_code == 200)
     assert taken == list(range(1, 51))
@@ -431,7 +433,9 @@ async def test_malformed_and_oversized_batches(
     client: httpx.AsyncClient, backend_name: str, key: str
 ) -> None:
     malformed = await client.post(
-        f"/{backend_name}", content=b'{"operations": [', headers={"content-type": "application/json"}
+        f"/{backend_name}",
+        content=b'{"operations": [',
+        headers={"content-type": "application/json"},
     )
     assert malformed.status_code == 400
     assert "not valid JSON" in malformed.json()["error"]
