@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from app.main import create_app
 from app.metrics import Metrics
 from app.settings import SettingsError, load_settings
 from app.usage import DailyQuota, QuotaExceeded, TokenBucket
+from app.windows import GRACE_SECONDS
 from testing.servers.redis import RedisServer
 from testing.service import ServiceProcess
 from tests.conftest import Servers, make_settings, serve, sqlite_client
@@ -248,3 +251,34 @@ def test_invalid_plan_settings_are_refused_naming_the_variable(
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=named):
         load_settings()
+
+
+@pytest.mark.sqlite
+async def test_each_days_quota_counter_expires_after_its_day(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    counters = Counters.from_settings(make_settings(sqlite_path=path), Metrics())
+    now = time.time()
+    quota = DailyQuota(counters, "sqlite", limit=5, clock=lambda: now)
+    await counters.start()
+    try:
+        await quota.consume("caller")
+    finally:
+        await counters.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, value, expires_at FROM counters").fetchall()
+    midnight = (int(now) // 86_400 + 1) * 86_400
+    assert [(value, expires_at) for _, value, expires_at in rows] == [(1, midnight + GRACE_SECONDS)]
+    assert "quota:caller" in rows[0][0]
+
+
+quota_of_two = sqlite_client(api_keys="key-one", quota_per_day=2, quota_store="sqlite")
+
+
+async def test_a_batch_counts_as_one_request(quota_of_two: httpx.AsyncClient) -> None:
+    batch = {"operations": [{"id": f"b-{i}"} for i in range(5)]}
+    answers = [
+        await quota_of_two.post("/sqlite", json=batch, headers=KEYS["one"]) for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    read = await quota_of_two.get("/sqlite/b-0", headers=KEYS["one"])
+    assert read.status_code == 429, "the quota counts every request, reads too"
