@@ -468,3 +468,18 @@ async def test_a_batch_on_an_unknown_store_is_404(client: httpx.AsyncClient) -> 
     answer = await client.post("/nosuchstore", json={"operations": [{"id": "a"}]})
     assert answer.status_code == 404
     assert "unknown store" in answer.json()["error"]
+
+
+async def test_set_and_delete_act_on_the_current_window(
+    admin: httpx.AsyncClient, backend_name: str, key: str
+) -> None:
+    path = f"/{backend_name}/{key}"
+    await admin.post(path, params={"by": 3})
+    put = await admin.put(path, params={"window": "1h"}, json={"counter": 7}, headers=ADMIN_HEADERS)
+    assert put.status_code == 200
+    assert (put.json()["previous"], put.json()["window"]["window"]) == (0, "1h")
+    assert (await admin.post(path, params={"window": "1h"})).json()["counter"] == 8
+    deleted = await admin.delete(path, params={"window": "1h"}, headers=ADMIN_HEADERS)
+    assert deleted.json()["previous"] == 8
+    assert (await admin.get(path, params={"window": "1h"})).json()["counter"] == 0
+    assert (await admin.get(path)).json()["counter"] == 3, "the plain counter is untouched"
