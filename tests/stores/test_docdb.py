@@ -12,6 +12,7 @@ from bson import Int64
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 from pymongo.monitoring import CommandListener, CommandStartedEvent
+from pymongo.write_concern import WriteConcern
 
 from app.errors import CounterCapped
 from app.stores.docdb import DocumentDbStore
@@ -214,6 +215,8 @@ async def test_documentdb_hosts_get_a_client_with_retryable_writes_off_unless_th
 
 class ScriptedCollection:
     """A counters collection whose upserts collide a set number of times first."""
+
+    write_concern = WriteConcern()
 
     def __init__(self, collisions: int, stored: int) -> None:
         self.collisions = collisions
