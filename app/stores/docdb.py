@@ -1,4 +1,4 @@
-"""MongoDB and Amazon DocumentDB: one findAndModify upsert with `$inc` per increment.
+"""MongoDB and Amazon DocumentDB: one findAndModify per change, bounded in its filter.
 
 Amazon DocumentDB needs a URI like
 `mongodb://user:pass@cluster.cluster-xxx.eu-west-1.docdb.amazonaws.com:27017/
@@ -13,19 +13,29 @@ Durability and timeouts (each only where the URI leaves it unset, so the URI win
   an acknowledged increment survives a failover and a read never shows a value that a
   failover rolls back. DocumentDB acknowledges a write once it is durable on its shared
   storage volume, so it gets neither (whether it accepts them is unconfirmed).
+  Atomic batches' transactions commit with the same write concern.
 - `serverSelectionTimeoutMS` and `socketTimeoutMS` are STORE_TIMEOUT_SECONDS: no call
   waits longer than the service does. `connectTimeoutMS` is not: it is also the
   heartbeat's timeout, and a heartbeat that times out marks the server Unknown and drops
   every pooled connection, so a server merely slow for one request's bound would be
   treated as down. Connecting is still bounded by the service's own timeout.
 
+A counter is `{_id, value: int64}`, plus `expires_at` (a BSON date) for a window's
+counter, which a TTL index deletes; reads treat it as absent from that second on, since
+the TTL monitor runs only once a minute.
+
 Idempotency records live in the counter's own document, `once.<token>` =
 `{v: value produced, c: capped, f: fingerprint, e: expiry epoch s}`, written by the
-same findAndModify as the increment: an update pipeline (MongoDB >= 4.2), because the
+same findAndModify as the change: an update pipeline (MongoDB >= 4.2), because the
 record's value is computed from the counter's. `prune_at` says when the oldest record
 may go: the first keyed write past it also drops every expired record, in that same
 pipeline, so pruning costs a pass over the records once per delay, not every write.
-The decisions (replay, capped, retry) are app/stores/records.py's, shared with dynamo.
+The replay and expiry rules are app/stores/records.py's, shared with dynamo.
+
+An atomic batch is one multi-document transaction (a replica set, a sharded cluster or
+DocumentDB; `setup` asks the server, and a standalone mongod's batches are BatchNotAtomic).
+A keyed batch's record is a document of the counters collection under an id no client
+can send, deleted by the same TTL index.
 """
 
 import time
@@ -494,7 +504,7 @@ class DocumentDbStore:
                 session=session,
             )
         }
-        if once is not None and record_id is not None:
+        if record_id is not None:
             replay = _batch_replay(found.get(record_id), at)
             if replay is not None:
                 return replay
