@@ -5,16 +5,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import Int64
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.monitoring import CommandListener, CommandStartedEvent
+from pymongo.write_concern import WriteConcern
 
-from app.errors import CounterCapped
-from app.stores.docdb import DocumentDbStore
+from app.counter_range import COUNTER_LIMIT
+from app.errors import BatchNotAtomic, BatchRefused, CounterCapped, CounterFloorReached
+from app.stores.base import BatchRecorded, Change
+from app.stores.docdb import DocumentDbStore, batch_refusals, batch_writes
 from testing.servers.base import free_port
 from testing.servers.mongo import MongoWireServer
 from tests.conftest import make_settings, once, open_store, shared_server
@@ -215,6 +219,8 @@ async def test_documentdb_hosts_get_a_client_with_retryable_writes_off_unless_th
 class ScriptedCollection:
     """A counters collection whose upserts collide a set number of times first."""
 
+    write_concern = WriteConcern()
+
     def __init__(self, collisions: int, stored: int) -> None:
         self.collisions = collisions
         self.stored = stored
@@ -274,9 +280,11 @@ class Commands(CommandListener):
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.commands: list[Document] = []
 
     def started(self, event: CommandStartedEvent) -> None:
         self.names.append(event.command_name)
+        self.commands.append(dict(event.command))
 
     def succeeded(self, event: Any) -> None:
         pass
@@ -322,3 +330,226 @@ async def test_setup_indexes_prune_at_so_the_purge_reads_only_due_counters(
     prune = [index for index in indexes if dict(index["key"]) == {"prune_at": 1}]
     assert len(prune) == 1
     assert prune[0].get("sparse") is True, "counters without records stay out of it"
+
+
+# The counter's whole life: floor, set, delete, windows, atomic batches.
+
+
+async def test_a_decrement_is_one_command_and_a_refused_one_creates_no_document(
+    pruning: tuple[DocumentDbStore, Commands], raw: Any, key: str
+) -> None:
+    store, commands = pruning
+    await store.increment(key, by=5)
+    commands.names.clear()
+    assert await store.increment(key, by=-2, floor=1) == 3
+    assert commands.names == ["findAndModify"], "the floor is in the filter, as the cap is"
+    absent = f"{key}-absent"
+    with pytest.raises(CounterFloorReached):
+        await store.increment(absent, by=-1)
+    assert await raw.find_one({"_id": absent}) is None, "a decrement never upserts"
+
+
+async def test_a_window_counter_holds_a_bson_date_that_a_ttl_index_deletes(
+    store: DocumentDbStore, raw: Any, key: str
+) -> None:
+    expires_at = int(time.time()) + 3600
+    await store.increment(key, by=1, expires_at=expires_at)
+    stored = (await raw.find_one({"_id": key}))["expires_at"]
+    assert stored == datetime.fromtimestamp(expires_at, UTC).replace(tzinfo=None)
+    indexes = [index async for index in await raw.list_indexes()]
+    ttl = [index for index in indexes if dict(index["key"]) == {"expires_at": 1}]
+    assert len(ttl) == 1
+    assert ttl[0]["expireAfterSeconds"] == 0
+    plain = f"{key}-plain"
+    await store.increment(plain)
+    assert "expires_at" not in await raw.find_one({"_id": plain})
+
+
+@pytest.fixture
+async def without_ttl(
+    server: MongoWireServer, settings: dict[str, Any]
+) -> AsyncIterator[tuple[DocumentDbStore, Any]]:
+    """A store never set up, so no TTL index deletes anything: what MongoDB shows in the
+    up to 60 s before its TTL monitor runs (mongoeco deletes at the next command)."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(server.url)
+    built = DocumentDbStore(client, settings["docdb_database"])
+    try:
+        yield built, client[settings["docdb_database"]]["counters"]
+    finally:
+        await built.close()
+
+
+async def test_reads_and_refusals_ignore_an_expired_counter_not_yet_deleted(
+    without_ttl: tuple[DocumentDbStore, Any], key: str
+) -> None:
+    store, raw = without_ttl
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    await raw.insert_one({"_id": key, "value": Int64(7), "expires_at": past})
+    assert await store.get(key) == 0
+    # No write reaches a window counter after its expiry (the caller's names see to that),
+    # so only the value a refusal reports needs the check.
+    with pytest.raises(CounterFloorReached) as refused:
+        await store.increment(key, by=-10)
+    assert refused.value.current == 0
+    assert await store.delete(key) == 0, "it held nothing live"
+    live = f"{key}-live"
+    soon = datetime.now(UTC) + timedelta(seconds=60)
+    await raw.insert_one({"_id": live, "value": Int64(7), "expires_at": soon})
+    assert await store.get(live) == 7
+
+
+async def test_delete_removes_a_plain_counter_and_keeps_a_keyed_ones_records(
+    store: DocumentDbStore, raw: Any, key: str
+) -> None:
+    await store.increment(key, by=3)
+    assert await store.delete(key) == 3
+    assert await raw.find_one({"_id": key}) is None
+    keyed = f"{key}-keyed"
+    token = once()
+    await store.increment_once(keyed, 4, None, token)
+    assert await store.delete(keyed) == 4
+    assert await store.get(keyed) == 0
+    # A retry of the keyed request replays its answer instead of applying again.
+    replay = await store.increment_once(keyed, 4, None, token)
+    assert (replay.value, replay.replayed) == (4, True)
+    assert await store.get(keyed) == 0
+
+
+async def test_set_writes_the_value_alone(store: DocumentDbStore, raw: Any, key: str) -> None:
+    token = once()
+    await store.increment_once(key, 1, None, token)
+    before = await raw.find_one({"_id": key})
+    assert await store.set(key, 9, expect=1) == 1
+    after = await raw.find_one({"_id": key})
+    assert (type(after["value"]), after["value"]) == (Int64, 9)
+    assert after["once"] == before["once"], "the records stay as they are"
+
+
+def test_batch_refusals_list_every_refusing_change_with_its_current_value() -> None:
+    changes = [Change("a", 1), Change("b", -2, floor=1), Change("c", 2, cap=10), Change("d", -1)]
+    refusals = batch_refusals(changes, [0, 2, 9, 0])
+    assert [(i, type(r), r.current, r.cap) for i, r in refusals] == [
+        (1, CounterFloorReached, 2, 1),
+        (2, CounterCapped, 9, 10),
+        (3, CounterFloorReached, 0, 0),
+    ]
+    assert batch_refusals(changes[:1], [COUNTER_LIMIT - 1]) == []
+
+
+def test_batch_writes_bound_each_change_and_record_the_values() -> None:
+    token = once()
+    expires_at = int(time.time()) + 60
+    changes = [Change("a", 2, cap=5, expires_at=expires_at), Change("b", -1, floor=3)]
+    writes = batch_writes(changes, [2, 3], token, 1_800_000_000)
+    up, down, record = (write._doc for write in writes)
+    assert [write._filter for write in writes] == [
+        {"_id": "a", "value": {"$lte": Int64(3)}},
+        {"_id": "b", "value": {"$gte": Int64(4)}},
+        {"_id": "\x1ebatch\x1e" + token.token},
+    ]
+    assert [write._upsert for write in writes] == [True, False, True]
+    assert up == {
+        "$inc": {"value": Int64(2)},
+        "$set": {"expires_at": datetime.fromtimestamp(expires_at, UTC)},
+    }
+    assert down == {"$inc": {"value": Int64(-1)}}
+    assert record == {
+        "values": [Int64(2), Int64(3)],
+        "f": token.fingerprint,
+        "e": Int64(1_800_000_000),
+        "expires_at": datetime.fromtimestamp(1_800_000_000, UTC),
+    }
+
+
+async def test_setup_finds_that_the_stand_in_runs_transactions(store: DocumentDbStore) -> None:
+    assert store.runs_transactions is True
+    assert type(store).atomic_batches is True
+
+
+async def test_a_batch_is_one_read_one_write_and_the_commit_with_the_write_concern(
+    server: MongoWireServer, settings: dict[str, Any], key: str
+) -> None:
+    commands = Commands()
+    url = f"{server.url}&w=majority&journal=true"
+    client: AsyncMongoClient[Document] = AsyncMongoClient(url, event_listeners=[commands])
+    store = DocumentDbStore(client, settings["docdb_database"])
+    try:
+        changes = [Change(f"{key}-a", 1), Change(f"{key}-b", 2)]
+        commands.names.clear()
+        commands.commands.clear()
+        assert await store.apply_atomic(changes) == [1, 2]
+        assert commands.names == ["find", "update", "commitTransaction"]
+        commit = commands.commands[-1]
+        assert commit["writeConcern"] == {"w": "majority", "j": True}
+        assert commands.commands[0]["readConcern"] == {"level": "snapshot"}
+        commands.names.clear()
+        token = once()
+        first = await store.apply_atomic(changes, token)
+        assert isinstance(first, BatchRecorded)
+        assert first.values == (2, 4)
+        assert commands.names == ["find", "update", "commitTransaction"], "record included"
+        commands.names.clear()
+        again = await store.apply_atomic(changes, token)
+        assert isinstance(again, BatchRecorded)
+        assert again.replayed
+        assert commands.names == ["find", "commitTransaction"], "a replay writes nothing"
+        commands.names.clear()
+        with pytest.raises(BatchRefused):
+            await store.apply_atomic([Change(f"{key}-a", -5)])
+        assert commands.names == ["find", "abortTransaction"]
+    finally:
+        await store.close()
+
+
+async def test_a_keyed_batchs_record_lives_in_the_counters_collection_until_its_ttl(
+    store: DocumentDbStore, raw: Any, key: str
+) -> None:
+    token = once(ttl=60)
+    await store.apply_atomic([Change(key, 3)], token)
+    record = await raw.find_one({"_id": "\x1ebatch\x1e" + token.token})
+    assert record["values"] == [3]
+    assert record["f"] == token.fingerprint
+    assert abs(int(record["e"]) - (time.time() + 60)) < 5
+    assert isinstance(record["expires_at"], datetime), "the TTL index deletes it"
+
+
+# What a standalone mongod answers the first command of a transaction.
+STANDALONE = OperationFailure(
+    "Transaction numbers are only allowed on a replica set member or mongos",
+    20,
+    {
+        "ok": 0.0,
+        "errmsg": "Transaction numbers are only allowed on a replica set member or mongos",
+        "code": 20,
+        "codeName": "IllegalOperation",
+    },
+)
+
+
+async def test_a_standalone_found_at_setup_refuses_every_batch_before_any_command(
+    store: DocumentDbStore, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    async def standalone(*_: Any, **__: Any) -> None:
+        raise STANDALONE
+
+    monkeypatch.setattr(store._counters, "find_one", standalone)
+    await store.setup()
+    assert store.runs_transactions is False
+    monkeypatch.undo()
+    with pytest.raises(BatchNotAtomic) as refused:
+        await store.apply_atomic([Change(key, 1), Change(f"{key}-b", 1)])
+    assert "standalone mongod" in refused.value.reason
+    assert await store.get(key) == 0
+    assert await store.increment(key) == 1, "single changes still work"
+
+
+async def test_a_batch_meeting_a_standalones_answer_is_batch_not_atomic_not_an_error(
+    store: DocumentDbStore, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    def standalone(*_: Any, **__: Any) -> None:
+        raise STANDALONE
+
+    monkeypatch.setattr(store._counters, "find", standalone)
+    with pytest.raises(BatchNotAtomic):
+        await store.apply_atomic([Change(key, 1), Change(f"{key}-b", 1)])
+    assert store.runs_transactions is False, "later batches are refused before any command"
