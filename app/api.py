@@ -170,7 +170,7 @@ def _capped(store: str, id: str, exc: CounterCapped) -> JSONResponse:
     conditional = not isinstance(exc, CounterLimitReached)
     body = CappedBody(
         error=str(exc), store=store, id=id, counter=exc.current, use_conditional_writes=conditional
-    ).model_dump(by_alias=True)
+    ).model_dump(by_alias=True, exclude={"window"})
     if exc.window is not None:
         body["window"] = exc.window
     headers = dict(exc.headers)
