@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from app.bench.run import BenchOptions
 from app.cli import main, parse_duration
 from testing.servers.base import PROJECT_ROOT
 
@@ -103,8 +104,13 @@ def test_bench_without_its_extra_names_the_install_and_exits_2() -> None:
 
 
 def test_the_new_options_reach_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = []
-    monkeypatch.setattr("app.bench.run.run_bench", lambda options: seen.append(options) or 0)
+    seen: list[BenchOptions] = []
+
+    def run_bench(options: BenchOptions) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("app.bench.run.run_bench", run_bench)
     argv = "--decrements 0.25 --min 2 --window 60s --batch 10 --atomic --idempotent"
     assert main(["bench", "--stores", "sqlite", "--requests", "10", *argv.split()]) == 0
     [options] = seen
