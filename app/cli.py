@@ -39,6 +39,50 @@ def _step(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"a share from 0 up to (not including) 1, e.g. 0.3: {text!r}"
+        )
+    return value
+
+
+def _floor(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+_WINDOW = re.compile(r"([1-9][0-9]{0,5})([smhd])")
+_WINDOW_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _window(text: str) -> str:
+    # The service's own rule (app/windows.py), checked here so a typo costs no load.
+    match = _WINDOW.fullmatch(text)
+    seconds = 0 if match is None else int(match[1]) * _WINDOW_UNIT[match[2]]
+    if match is None or seconds > 86_400 or (match[2] == "d" and match[1] != "1"):
+        raise argparse.ArgumentTypeError(
+            f"not a window: {text!r} (Ns, Nm or Nh up to 24h, or 1d; e.g. 1s, 60s, 1h)"
+        )
+    return text
+
+
+def _batch_size(text: str) -> int:
+    value = _positive(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"a batch holds 1 to 100 operations: {value}")
+    return value
+
+
 def _url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -54,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="load a running service's stores and check the counters stay correct",
         description=(
-            "Send increments to each store in turn (never at the same time) over the "
+            "Send increments (and with --decrements, decrements; with --batch, batches) to "
+            "each store in turn (never at the same time) over the "
             "service's public HTTP API, then print throughput, latency and a correctness "
             "verdict. Exit code: 0 correct, 1 a correctness violation, 2 cannot run, "
             "3 inconclusive (requests with no definite outcome, nothing proven wrong)."
@@ -124,6 +169,36 @@ def build_parser() -> argparse.ArgumentParser:
             "with the same key; the verdict then expects the exact final count"
         ),
     )
+    bench.add_argument(
+        "--decrements",
+        type=_share,
+        default=0.0,
+        help=(
+            "share of requests sent as decrements (by=-BY with min=--min), spread evenly "
+            "over each key's requests, e.g. 0.3 (default 0)"
+        ),
+    )
+    bench.add_argument(
+        "--min",
+        type=_floor,
+        dest="floor",
+        help="the floor every decrement is sent with (default 0); needs --decrements",
+    )
+    bench.add_argument(
+        "--window",
+        type=_window,
+        help="send every operation with window=SPEC (1s, 60s, 1h, 1d): each window counts apart",
+    )
+    bench.add_argument(
+        "--batch",
+        type=_batch_size,
+        help="send each request as one POST /{store} of N operations (1 to 100) over the keys",
+    )
+    bench.add_argument(
+        "--atomic",
+        action="store_true",
+        help="send the batches atomic (all or none); needs --batch",
+    )
     bench.set_defaults(subparser=bench)  # so usage errors print the subcommand's usage
     bench.add_argument("--out", type=Path, help="directory for results.json and results.png")
     return parser
@@ -161,6 +236,18 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--warmup must be 0 or more")
     if args.processes > args.concurrency:
         parser.error("--processes cannot exceed --concurrency: each needs a connection")
+    if args.floor is not None and not args.decrements:
+        parser.error("--min is only used with --decrements; add --decrements to send it")
+    floor = args.floor or 0
+    if args.conditional and args.cap is not None and floor > args.cap:
+        parser.error(f"--min {floor} is above --max {args.cap}: no value would fit both")
+    if args.atomic and args.batch is None:
+        parser.error("--atomic needs --batch N, the operations of each atomic request")
+    if args.idempotent and args.batch is not None and not args.atomic:
+        parser.error(
+            "--idempotent with --batch needs --atomic: the service takes an Idempotency-Key "
+            "on atomic batches only (a whole batch exactly once)"
+        )
     stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     if not stores:
         parser.error("--stores is empty: name stores (redis,dynamo) or 'all'")
@@ -174,6 +261,11 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         warmup=args.warmup,
         processes=args.processes,
         idempotent=args.idempotent,
+        decrements=args.decrements,
+        floor=floor,
+        window=args.window,
+        batch=args.batch,
+        atomic=args.atomic,
     )
     options = BenchOptions(
         url=args.url,

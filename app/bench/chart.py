@@ -21,9 +21,17 @@ def describe(settings: dict[str, Any]) -> str:
     if settings.get("duration_s"):
         bound.append(f"{settings['duration_s']:g}s")
     mode = f"conditional, max {settings['max']}" if settings.get("conditional") else "unconditional"
+    extra = []
+    if settings.get("decrements"):
+        extra.append(f"{settings['decrements']:.0%} decrements, min {settings.get('min', 0)}")
+    if settings.get("window"):
+        extra.append(f"window {settings['window']}")
+    if settings.get("batch"):
+        extra.append(f"{'atomic ' if settings.get('atomic') else ''}batches of {settings['batch']}")
     return (
         f"{' or '.join(bound)} per store, concurrency {settings['concurrency']}, "
         f"{settings['keys']} key{'s' if settings['keys'] != 1 else ''}, by {settings['by']}, {mode}"
+        + "".join(f", {part}" for part in extra)
     )
 
 

@@ -1,12 +1,16 @@
-"""The load generator: worker tasks over one aiohttp session per process, one sample a call.
+"""The load generator: worker tasks over one aiohttp session per process, one sample an operation.
 
 Only the service's public HTTP API is used, so the figures are what a user of the service sees.
 With `processes > 1` the workers are split over that many processes (each with its share of
 the connections and requests) and their samples are merged, so the verdict stays exact.
+
+A request is one increment or decrement (`POST /{store}/{id}`), or with `batch` one
+`POST /{store}` of that many operations, each of which is a sample of its own.
 """
 
 import asyncio
 import json
+import math
 import multiprocessing
 import queue
 import time
@@ -21,8 +25,10 @@ from yarl import URL
 
 from app.bench.history import Answer
 
-# Statuses that say for certain the request changed nothing (rejected before the store).
-_REJECTED = frozenset({400, 401, 403, 404, 405, 422})
+# Statuses that say for certain the request changed nothing (rejected before the store); 424 is
+# an operation of a refused atomic batch.
+_REJECTED = frozenset({400, 401, 403, 404, 405, 422, 424})
+MAX_BATCH = 100
 
 Progress = Callable[[int, int], None]
 """`progress(done, errors)`: that many more requests finished, that many of them errors."""
@@ -43,6 +49,15 @@ class LoadPlan:
     idempotent: bool = False
     """Send an Idempotency-Key with every request; retry 5xx and timeouts with the same key."""
     retries: int = 8
+    decrements: float = 0.0
+    """The share of requests sent as `by=-by` with `min=floor`, spread evenly (see
+    `is_decrement`), so the counts of a run are reproducible."""
+    floor: int = 0
+    window: str | None = None
+    """Every operation carries `window=...`: each window is a counter of its own."""
+    batch: int | None = None
+    """Operations per `POST /{store}` request; None sends each one as `POST /{store}/{id}`."""
+    atomic: bool = False
 
     def __post_init__(self) -> None:
         # A load with no end would be a denial of service, not a benchmark.
@@ -56,6 +71,29 @@ class LoadPlan:
             raise ValueError("concurrency, keys, by and processes must be at least 1")
         if self.processes > self.concurrency:
             raise ValueError("processes cannot exceed concurrency (one connection each at least)")
+        if not 0.0 <= self.decrements < 1.0:
+            raise ValueError("decrements must be a share from 0 up to (not including) 1")
+        if self.floor < 0 or (self.cap is not None and self.floor > self.cap):
+            raise ValueError("the floor must be from 0 up to the cap")
+        if self.batch is not None and not 1 <= self.batch <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} operations")
+        if self.atomic and self.batch is None:
+            raise ValueError("atomic needs batch")
+        if self.idempotent and self.batch is not None and not self.atomic:
+            # The service takes an Idempotency-Key on atomic batches only.
+            raise ValueError("idempotent batches must be atomic")
+
+    @property
+    def operations(self) -> int:
+        """Operations per request."""
+        return self.batch or 1
+
+
+def is_decrement(ordinal: int, share: float) -> bool:
+    """Whether the `ordinal`-th request of a sequence is a decrement: the share is spread
+    evenly (0.3: requests 3, 6, 9, 13, ... of each 10), the same on every run."""
+    # The small epsilon keeps 0.3 * 10 from landing a hair under 3.
+    return math.floor((ordinal + 1) * share + 1e-9) > math.floor(ordinal * share + 1e-9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +110,16 @@ class Sample:
     started: float = 0.0
     """`time.perf_counter()` when the first attempt was sent. On Linux and macOS it reads a
     system-wide monotonic clock, so the samples of all load processes share one timeline."""
+    decrement: bool = False
+    """Sent as `by=-by` (with the run's floor)."""
+    window: str | None = None
+    """The start of the window the answer counted in (`--window`); None without an answer."""
+    batch: str | None = None
+    """The request (`--batch`) this operation was part of: its samples share the outcome's
+    rule when the batch is atomic."""
+    merged: int = 1
+    """Operations of its atomic batch on the same id (itself included): the service applies
+    them as one change, refused as a whole when their sum does not fit."""
 
     @property
     def ended(self) -> float:
@@ -103,7 +151,15 @@ class StoreRun:
     key_ids: list[str]
     samples: list[Sample] = field(default_factory=list)
     finals: dict[str, int | None] = field(default_factory=dict)
+    final_windows: dict[str, str | None] = field(default_factory=dict)
+    """With a window: the window each final read reported (only the current one is read)."""
     elapsed: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent: the samples, with a batch's operations counted once."""
+        batches = {sample.batch for sample in self.samples if sample.batch is not None}
+        return len(batches) + sum(1 for sample in self.samples if sample.batch is None)
 
 
 def new_run_id() -> str:
@@ -111,7 +167,12 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def key_ids(run_id: str, store: str, keys: int) -> list[str]:
+def key_ids(run_id: str, store: str, keys: int, tagged: bool = False) -> list[str]:
+    """The run's counter ids on `store`; `tagged` puts them in one Redis hash tag."""
+    if tagged:
+        # A Redis cluster runs a multi-key transaction only within one hash slot; the `{...}`
+        # part alone decides the slot, so every atomic batch of the run is one slot.
+        return [f"{{bench-{run_id}-{store}}}-{index}" for index in range(keys)]
     return [f"bench-{run_id}-{store}-{index}" for index in range(keys)]
 
 
@@ -141,7 +202,7 @@ class Client:
         assert self._session is not None, "use the client as `async with`"
         return self._session
 
-    def url(self, path: str, params: dict[str, int] | None = None) -> URL:
+    def url(self, path: str, params: dict[str, int | str] | None = None) -> URL:
         query = "&".join(f"{name}={value}" for name, value in (params or {}).items())
         return URL(f"{self.target.base_url}{path}{'?' + query if query else ''}", encoded=True)
 
@@ -160,9 +221,12 @@ class Client:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.session.close()
 
-    async def get_json(self, path: str) -> tuple[int, Any]:
+    async def get_json(
+        self, path: str, params: dict[str, int | str] | None = None
+    ) -> tuple[int, Any]:
         """GET `path`: the status and the decoded body (None when it is not JSON)."""
-        async with self.session.get(self.url(path), allow_redirects=False) as response:
+        url = self.url(path, params)
+        async with self.session.get(url, allow_redirects=False) as response:
             body = await response.read()
         try:
             return response.status, json.loads(body)
@@ -200,10 +264,15 @@ def _path(store: str, key: str) -> str:
     return f"/{quote(store, safe='')}/{quote(key, safe='')}"
 
 
-async def _send(client: Client, url: URL, headers: dict[str, str] | None) -> tuple[int, Any, str]:
-    """One POST: (status, counter or None, error label). Status 0 means no response."""
+async def _post(
+    client: Client, url: URL, headers: dict[str, str] | None, data: bytes | None = None
+) -> tuple[int, Any, str]:
+    """One POST: (status, decoded body of a 200 or 409 or None, error label or Retry-After).
+    Status 0 means no response."""
     try:
-        async with client.session.post(url, headers=headers, allow_redirects=False) as response:
+        async with client.session.post(
+            url, data=data, headers=headers, allow_redirects=False
+        ) as response:
             body = await response.read()
             status = response.status
             retry_after = response.headers.get("retry-after", "")
@@ -211,37 +280,57 @@ async def _send(client: Client, url: URL, headers: dict[str, str] | None) -> tup
         return 0, None, "timeout"
     except aiohttp.ClientError as exc:
         return 0, None, type(exc).__name__
-    counter = None
+    decoded = None
     if status in (200, 409):
         try:
-            counter = json.loads(body).get("counter")
-        except (ValueError, AttributeError):
-            counter = None
-        if not isinstance(counter, int) or isinstance(counter, bool):
-            counter = None
-    return status, counter, retry_after
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
+    return status, decoded, retry_after
 
 
-async def _increment(client: Client, url: URL, key: int, token: str | None, retries: int) -> Sample:
+def _counter(body: Any) -> int | None:
+    counter = body.get("counter") if isinstance(body, dict) else None
+    if not isinstance(counter, int) or isinstance(counter, bool):
+        return None
+    return counter
+
+
+def _window_start(body: Any) -> str | None:
+    window = body.get("window") if isinstance(body, dict) else None
+    start = window.get("start") if isinstance(window, dict) else None
+    return start if isinstance(start, str) else None
+
+
+async def _increment(
+    client: Client,
+    url: URL,
+    key: int,
+    token: str | None,
+    retries: int,
+    decrement: bool = False,
+) -> Sample:
     started = time.perf_counter()
     headers = None if token is None else {"Idempotency-Key": token}
     attempt = 0
     while True:
-        status, counter, note = await _send(client, url, headers)
+        status, body, note = await _post(client, url, headers)
+        counter = _counter(body)
         if token is None or attempt >= retries or not _worth_retrying(status, counter):
             break
         # Same key again: the service answers the first attempt's outcome, or performs it.
         attempt += 1
         await asyncio.sleep(_backoff(attempt, note if status == 409 else ""))
     latency = time.perf_counter() - started
+    sample = Sample(key, status, counter, latency, None, attempt, started, decrement)
     if status == 0:
-        return Sample(key, 0, None, latency, note, attempt, started)
+        return replace(sample, error=note)
     if status in (200, 409) and counter is None:
         if status == 200:
             # A 200 without a counter is not a success we can check: count it as an error.
-            return Sample(key, 0, None, latency, "200 without counter", attempt, started)
-        return Sample(key, 409, None, latency, "409 in flight", attempt, started)
-    return Sample(key, status, counter, latency, None, attempt, started)
+            return replace(sample, status=0, error="200 without counter")
+        return replace(sample, error="409 in flight")
+    return replace(sample, window=_window_start(body))
 
 
 def _worth_retrying(status: int, counter: int | None) -> bool:
@@ -257,11 +346,75 @@ def _backoff(attempt: int, retry_after: str) -> float:
     return min(1.0, max(asked, 0.05 * 2.0 ** (attempt - 1)))
 
 
+@dataclass(frozen=True)
+class BatchCall:
+    """One `POST /{store}` request: its body, the key of each operation, and its id."""
+
+    body: bytes
+    keys: tuple[int, ...]
+    decrement: bool
+    batch: str
+    atomic: bool
+
+
+def _results(body: Any, size: int) -> list[Any] | None:
+    results = body.get("results") if isinstance(body, dict) else None
+    return results if isinstance(results, list) and len(results) == size else None
+
+
+async def _batch(
+    client: Client, url: URL, call: BatchCall, token: str | None, retries: int
+) -> list[Sample]:
+    started = time.perf_counter()
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["Idempotency-Key"] = token
+    attempt = 0
+    size = len(call.keys)
+    while True:
+        status, body, note = await _post(client, url, headers, call.body)
+        results = _results(body, size)
+        # A 409 without results is a keyed batch whose first attempt is still in flight.
+        in_doubt = status == 0 or status >= 500 or (status == 409 and results is None)
+        if token is None or attempt >= retries or not in_doubt:
+            break
+        attempt += 1
+        await asyncio.sleep(_backoff(attempt, note if status == 409 else ""))
+    latency = time.perf_counter() - started
+    counts = {key: call.keys.count(key) for key in set(call.keys)} if call.atomic else {}
+    samples = []
+    for index, key in enumerate(call.keys):
+        sample = Sample(
+            key, status, None, latency, None, attempt, started,
+            call.decrement, None, call.batch, counts.get(key, 1),
+        )  # fmt: skip
+        if results is None:
+            if status == 0:
+                sample = replace(sample, error=note)
+            elif status == 200:
+                sample = replace(sample, status=0, error="200 without results")
+            elif status == 409:
+                sample = replace(sample, error="409 in flight")
+            samples.append(sample)
+            continue
+        result = results[index]
+        counter = _counter(result)
+        # An operation's result says its status only when it was not applied.
+        own = result.get("status") if isinstance(result, dict) else None
+        op_status = own if isinstance(own, int) and not isinstance(own, bool) else 200
+        if op_status == 200 and counter is None:
+            sample = replace(sample, status=0, error="result without counter")
+        else:
+            sample = replace(sample, status=op_status, value=counter)
+        samples.append(replace(sample, window=_window_start(result)))
+    return samples
+
+
 async def _workers(
     concurrency: int,
     limit: int | None,
     deadline: float | None,
-    call: Callable[[int], Awaitable[Sample]],
+    call: Callable[[int], Awaitable[Sample | list[Sample]]],
     on_sample: Callable[[Sample], None] | None = None,
 ) -> list[Sample]:
     """`concurrency` tasks taking request numbers in turn until `limit` or `deadline` is reached."""
@@ -276,10 +429,11 @@ async def _workers(
         ):
             index = issued
             issued += 1
-            sample = await call(index)
-            samples.append(sample)
-            if on_sample is not None:
-                on_sample(sample)
+            answered = await call(index)
+            for sample in answered if isinstance(answered, list) else [answered]:
+                samples.append(sample)
+                if on_sample is not None:
+                    on_sample(sample)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return samples
@@ -296,6 +450,30 @@ class Share:
     token_prefix: str
 
 
+def _params(plan: LoadPlan, decrement: bool) -> dict[str, int | str]:
+    params: dict[str, int | str] = {"by": -plan.by if decrement else plan.by}
+    if plan.cap is not None:
+        params["max"] = plan.cap
+    if decrement:
+        params["min"] = plan.floor
+    if plan.window is not None:
+        params["window"] = plan.window
+    return params
+
+
+def batch_call(plan: LoadPlan, ids: Sequence[str], index: int, process: int = 0) -> BatchCall:
+    """Request `index`'s batch: operation j on key (index * size + j + process) % keys, so
+    every key gets the same share; each operation of one request has the same sign."""
+    size = plan.operations
+    decrement = is_decrement(index, plan.decrements)
+    keys = tuple((index * size + j + process) % len(ids) for j in range(size))
+    # An id twice in one batch carries the same options each time, as the service requires.
+    options = _params(plan, decrement)
+    operations = [{"id": ids[key], **options} for key in keys]
+    body = json.dumps({"operations": operations, "atomic": plan.atomic}).encode()
+    return BatchCall(body, keys, decrement, f"{process}-{index}", plan.atomic)
+
+
 async def _load_share(
     client: Client,
     share: Share,
@@ -304,17 +482,16 @@ async def _load_share(
 ) -> tuple[list[Sample], float]:
     """Warm up, then run `share` on `client`; the samples and the timed window's length."""
     plan = share.plan
-    params: dict[str, int] = {"by": plan.by}
-    if plan.cap is not None:
-        params["max"] = plan.cap
-    urls = [client.url(_path(share.store, key), params) for key in share.ids]
+    increments = [client.url(_path(share.store, key), _params(plan, False)) for key in share.ids]
+    decrements = [client.url(_path(share.store, key), _params(plan, True)) for key in share.ids]
+    batch_url = client.url(f"/{quote(share.store, safe='')}")
 
     def token(kind: str, index: int) -> str | None:
         return f"{share.token_prefix}-{kind}{index}" if plan.idempotent else None
 
     if plan.warmup:
         # Own key, not in the samples: opens the pool's connections and the store's client.
-        warm = client.url(_path(share.store, f"{share.ids[0]}-warmup"), params)
+        warm = client.url(_path(share.store, f"{share.ids[0]}-warmup"), _params(plan, False))
         await _workers(
             plan.concurrency,
             plan.warmup,
@@ -324,10 +501,16 @@ async def _load_share(
     if ready is not None:
         await ready()
 
-    def one(index: int) -> Awaitable[Sample]:
-        # Round-robin, offset per process: every key gets the same share, in turn.
-        key = (index + share.process) % len(urls)
-        return _increment(client, urls[key], key, token("r", index), plan.retries)
+    def one(index: int) -> Awaitable[Sample | list[Sample]]:
+        if plan.batch is not None:
+            call = batch_call(plan, share.ids, index, share.process)
+            return _batch(client, batch_url, call, token("b", index), plan.retries)
+        # Round-robin, offset per process: every key gets the same share, in turn, and the
+        # same share of decrements (chosen on each key's own sequence of requests).
+        key = (index + share.process) % len(share.ids)
+        down = is_decrement(index // len(share.ids), plan.decrements)
+        url = (decrements if down else increments)[key]
+        return _increment(client, url, key, token("r", index), plan.retries, down)
 
     started = time.perf_counter()
     deadline = None if plan.duration is None else started + plan.duration
@@ -361,17 +544,20 @@ def _shares(store: str, plan: LoadPlan, ids: Sequence[str], run_token: str) -> l
     ]
 
 
-async def _read(client: Client, path: str, attempts: int = 3) -> int | None:
+async def _read(
+    client: Client, path: str, window: str | None = None, attempts: int = 3
+) -> tuple[int | None, str | None]:
+    """The counter a GET reads, and the start of the window it read (with `window`)."""
+    params: dict[str, int | str] | None = None if window is None else {"window": window}
     for attempt in range(attempts):
         try:
-            status, body = await client.get_json(path)
+            status, body = await client.get_json(path, params)
             if status == 200 and isinstance(body, dict):
-                counter = body.get("counter")
-                return counter if isinstance(counter, int) else None
+                return _counter(body), _window_start(body)
         except (aiohttp.ClientError, TimeoutError):
             pass
         await asyncio.sleep(0.2 * (attempt + 1))
-    return None
+    return None, None
 
 
 async def run_store(
@@ -398,7 +584,9 @@ async def run_store(
 
     async def final(key: str) -> None:
         async with semaphore:
-            run.finals[key] = await _read(client, _path(store, key))
+            run.finals[key], run.final_windows[key] = await _read(
+                client, _path(store, key), plan.window
+            )
 
     await asyncio.gather(*(final(key) for key in ids))
     return run

@@ -34,7 +34,13 @@ def store_figures(run: StoreRun, verdict: Verdict) -> dict[str, Any]:
     errors = Counter(
         sample.error_label for sample in run.samples if sample.outcome in ("rejected", "unknown")
     )
-    per_key = key_outcomes(run.samples, run.key_ids, run.finals)
+    windowed = any(window is not None for window in run.final_windows.values()) or any(
+        sample.window is not None for sample in run.samples
+    )
+    per_key = key_outcomes(
+        run.samples, run.key_ids, run.finals, run.final_windows if windowed else None
+    )
+    operations = len(run.samples)
     latency = {f"p{pct}": round(percentile(latencies, pct), 3) for pct in PERCENTILES}
     latency |= {
         "min": round(latencies[0], 3) if latencies else 0.0,
@@ -43,23 +49,31 @@ def store_figures(run: StoreRun, verdict: Verdict) -> dict[str, Any]:
     }
     return {
         "store": run.store,
-        "requests": len(run.samples),
+        # A batch is one request of several operations; ok, capped and errors count operations.
+        "requests": run.requests,
+        "operations": operations,
+        "decrements": sum(1 for sample in run.samples if sample.decrement),
         "ok": outcomes["ok"],
         "capped": outcomes["capped"],
         "errors": dict(sorted(errors.items())),
         "error_count": sum(errors.values()),
         "retries": sum(sample.retries for sample in run.samples),
         "elapsed_s": round(run.elapsed, 4),
-        "throughput_rps": round(len(run.samples) / run.elapsed, 1) if run.elapsed > 0 else 0.0,
+        "throughput_rps": round(run.requests / run.elapsed, 1) if run.elapsed > 0 else 0.0,
+        "throughput_ops": round(operations / run.elapsed, 1) if run.elapsed > 0 else 0.0,
         "latency_ms": latency,
         # Kept for the chart: 101 points of the latency distribution (p0..p100).
         "latency_percentiles_ms": [round(percentile(latencies, p), 3) for p in range(101)],
         "keys": [
             {
                 "id": outcome.key,
+                **({} if outcome.window is None else {"window": outcome.window}),
                 "ok": len(outcome.ok_values),
                 "capped": len(outcome.capped_values),
                 "unknown": outcome.unknown,
+                "decremented": len(outcome.decremented),
+                "floored": len(outcome.floored),
+                "unknown_decrements": outcome.unknown_decrements,
                 "final": outcome.final,
             }
             for outcome in per_key
@@ -69,6 +83,7 @@ def store_figures(run: StoreRun, verdict: Verdict) -> dict[str, Any]:
             "kinds": verdict.kinds,
             "violations": [asdict(violation) for violation in verdict.violations],
             "notes": verdict.notes,
+            "remarks": verdict.remarks,
         },
     }
 
@@ -106,6 +121,9 @@ def render_table(stores: Sequence[dict[str, Any]], console: Console, title: str 
         table.add_column(name, justify="right")
     table.add_column("errors")
     table.add_column("req/s", justify="right")
+    batched = any(figures.get("operations", 0) != figures["requests"] for figures in stores)
+    if batched:
+        table.add_column("ops/s", justify="right")
     for name in ("p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(name, justify="right")
     table.add_column("verdict")
@@ -121,6 +139,7 @@ def render_table(stores: Sequence[dict[str, Any]], console: Console, title: str 
             str(figures["capped"]),
             _errors_cell(figures["errors"]),
             f"{figures['throughput_rps']:,.0f}",
+            *([f"{figures['throughput_ops']:,.0f}"] if batched else []),
             *(f"{latency[name]:.1f}" for name in ("p50", "p95", "p99", "max")),
             f"[{STYLE[status]}]{verdict}[/]",
         )
@@ -151,3 +170,5 @@ def render_problems(stores: Sequence[dict[str, Any]], console: Console, shown: i
             )
         for note in verdict["notes"]:
             console.print(f"[yellow]note[/] {figures['store']}: {note}", highlight=False)
+        for remark in verdict.get("remarks", []):
+            console.print(f"[cyan]checked[/] {figures['store']}: {remark}", highlight=False)

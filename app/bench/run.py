@@ -29,7 +29,7 @@ from app.bench.load import (
     run_store,
     service_version,
 )
-from app.bench.verdict import history, judge, key_outcomes, overall
+from app.bench.verdict import atomic_violations, history, judge, key_outcomes, overall
 
 EXIT_CORRECT = 0
 EXIT_INCORRECT = 1
@@ -71,6 +71,11 @@ def settings_of(options: BenchOptions, run_id: str, stores: list[str]) -> dict[s
         "timeout_s": options.timeout,
         "processes": plan.processes,
         "idempotent": plan.idempotent,
+        "decrements": plan.decrements,
+        "min": plan.floor,
+        "window": plan.window,
+        "batch": plan.batch,
+        "atomic": plan.atomic,
         "api_key": options.api_key is not None,
         "order": "sequential: one store at a time, in the order given",
     }
@@ -125,7 +130,12 @@ async def bench(
             transient=False,
         )
         tasks: dict[str, TaskID] = {
-            store: progress.add_task(store, total=plan.requests, store=store, errors=0)
+            store: progress.add_task(
+                store,
+                total=None if plan.requests is None else plan.requests * plan.operations,
+                store=store,
+                errors=0,
+            )
             for store in stores
         }
         with progress:
@@ -140,15 +150,18 @@ async def bench(
                     errors += failed
                     progress.update(task, advance=done, errors=errors)
 
-                ids = key_ids(run_id, store, plan.keys)
+                ids = key_ids(run_id, store, plan.keys, tagged=plan.atomic)
                 run = await run_store(client, store, plan, ids, tick)
                 progress.update(task, total=len(run.samples), completed=len(run.samples))
+                windows = run.final_windows if plan.window is not None else None
                 verdict = judge(
-                    key_outcomes(run.samples, run.key_ids, run.finals),
+                    key_outcomes(run.samples, run.key_ids, run.finals, windows),
                     plan.by,
                     plan.cap,
                     exact=plan.idempotent,
                     operations=history(run.samples, run.key_ids, plan.by),
+                    floor=plan.floor,
+                    more=atomic_violations(run.samples, run.key_ids) if plan.atomic else (),
                 )
                 verdicts.append(verdict)
                 figures.append(report.store_figures(run, verdict))

@@ -90,6 +90,7 @@ def test_bench_all_stores_is_correct(every_store: str, tmp_path: Path) -> None:
             "kinds": [],
             "violations": [],
             "notes": [],
+            "remarks": [],
         }
         [key] = figures["keys"]
         assert key["final"] == REQUESTS
@@ -249,3 +250,131 @@ def test_without_idempotency_keys_the_same_503s_are_only_inconclusive(
     assert (figures["ok"], figures["errors"]) == (150, {"503": 50})
     assert figures["keys"][0]["final"] == 200
     assert figures["verdict"]["status"] == "inconclusive"
+
+
+# Decrements, windows and batches, on the sqlite store (the broken service serves it too).
+
+
+def key_finals(figures: dict[str, Any]) -> list[int]:
+    return [key["final"] for key in figures["keys"]]
+
+
+def test_bench_with_decrements_is_correct(broken_service: str, tmp_path: Path) -> None:
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores sqlite --requests 300 --concurrency 8 --keys 3 --decrements 0.3",
+    )
+
+    assert code == 0, doc.get("stores")
+    assert doc["settings"]["decrements"] == 0.3
+    [figures] = doc["stores"]
+    check_figures(figures, 300)
+    # 30 of each key's 100 requests, the same on every run.
+    assert figures["decrements"] == 90
+    for key in figures["keys"]:
+        assert key["final"] == key["ok"] - key["decremented"]
+        assert key["decremented"] + key["floored"] == 30
+    assert figures["verdict"]["status"] == "correct"
+    assert "not for duplicates" in figures["verdict"]["remarks"][0]
+
+
+def test_bench_with_decrements_between_a_floor_and_a_cap_is_correct(
+    broken_service: str, tmp_path: Path
+) -> None:
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores sqlite --requests 300 --concurrency 8 --keys 3 --by 2"
+        " --decrements 0.5 --min 3 --conditional --max 21",
+    )
+
+    assert code == 0, doc.get("stores")
+    [figures] = doc["stores"]
+    check_figures(figures, 300)
+    assert figures["capped"] > 0, "the floor or the cap refused some"
+    assert all(0 <= final <= 21 for final in key_finals(figures))
+
+
+def test_bench_with_windows_rolling_over_checks_each_window(
+    broken_service: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1 s windows for 2.5 s: at least two windows per key; a cap of 40 a window.
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores sqlite --duration 2500ms --concurrency 2 --keys 2 --window 1s"
+        " --conditional --max 40",
+    )
+    printed = capsys.readouterr().out
+
+    assert code == 0, doc.get("stores")
+    assert doc["settings"]["window"] == "1s"
+    [figures] = doc["stores"]
+    windows = figures["keys"]
+    assert len(windows) >= 4, "the load crossed window boundaries"
+    assert all("window" in key for key in windows)
+    assert all(key["ok"] <= 40 for key in windows)
+    # Every window but the last read has no final value: checked by its values.
+    assert sum(key["final"] is not None for key in windows) == 2
+    assert figures["verdict"]["status"] == "correct"
+    assert "checked by the values they handed out" in printed
+
+
+def test_bench_with_batches_counts_operations(broken_service: str, tmp_path: Path) -> None:
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores sqlite --requests 40 --concurrency 4 --keys 3 --batch 10",
+    )
+
+    assert code == 0, doc.get("stores")
+    [figures] = doc["stores"]
+    assert (figures["requests"], figures["operations"], figures["ok"]) == (40, 400, 400)
+    assert figures["throughput_ops"] > figures["throughput_rps"] > 0
+    assert sum(key_finals(figures)) == 400
+    assert figures["verdict"]["status"] == "correct"
+
+
+def test_bench_with_keyed_atomic_batches_is_all_or_nothing_and_exact(
+    broken_service: str, tmp_path: Path
+) -> None:
+    # 3 keys in batches of 10: ids repeat within a batch; the cap refuses whole batches.
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores sqlite --requests 40 --concurrency 4 --keys 3 --batch 10 --atomic"
+        " --idempotent --conditional --max 100",
+    )
+
+    assert code == 0, doc.get("stores")
+    [figures] = doc["stores"]
+    assert (figures["requests"], figures["operations"]) == (40, 400)
+    assert all(key["id"].startswith("{bench-") for key in figures["keys"])
+    assert figures["ok"] % 10 == 0, "whole batches applied"
+    assert figures["ok"] + figures["capped"] + figures["error_count"] == 400
+    assert sum(key_finals(figures)) == figures["ok"]
+    assert figures["verdict"]["status"] == "correct"
+
+
+def test_bench_catches_the_broken_store_with_decrements_and_batches(
+    broken_service: str, tmp_path: Path
+) -> None:
+    # It ignores the floor and drops every tenth step, in batches too.
+    code, doc = bench(
+        broken_service,
+        tmp_path,
+        "--stores broken --requests 200 --concurrency 8 --keys 2 --decrements 0.3 --min 50",
+    )
+    assert code == 1
+    [figures] = doc["stores"]
+    assert "below the floor" in figures["verdict"]["kinds"]
+
+    code, doc = bench(
+        broken_service,
+        tmp_path / "batch",
+        "--stores broken --requests 20 --concurrency 4 --keys 2 --batch 10",
+    )
+    assert code == 1
+    [figures] = doc["stores"]
+    assert {"duplicates", "lost increments"} <= set(figures["verdict"]["kinds"])

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from app.bench.run import BenchOptions
 from app.cli import main, parse_duration
 from testing.servers.base import PROJECT_ROOT
 
@@ -54,6 +55,22 @@ def test_a_run_without_a_bound_is_refused_and_says_why() -> None:
         (["--by", "0"], "must be at least 1"),
         (["--url", "ftp://x"], "not an http(s) URL"),
         (["--processes", "65"], "--processes cannot exceed --concurrency"),
+        (["--decrements", "1"], "a share from 0 up to (not including) 1"),
+        (["--decrements", "-0.1"], "a share from 0 up to"),
+        (["--decrements", "lots"], "not a number"),
+        (["--min", "3"], "--min is only used with --decrements"),
+        (["--decrements", "0.2", "--min", "-1"], "must be 0 or more"),
+        (
+            ["--decrements", "0.2", "--min", "9", "--conditional", "--max", "5"],
+            "--min 9 is above --max 5",
+        ),
+        (["--window", "7x"], "not a window: '7x'"),
+        (["--window", "25h"], "not a window"),
+        (["--window", "2d"], "not a window"),
+        (["--batch", "0"], "must be at least 1"),
+        (["--batch", "101"], "a batch holds 1 to 100 operations"),
+        (["--atomic"], "--atomic needs --batch"),
+        (["--batch", "5", "--idempotent"], "--idempotent with --batch needs --atomic"),
     ],
 )
 def test_inconsistent_options_are_refused(
@@ -84,3 +101,19 @@ def test_bench_without_its_extra_names_the_install_and_exits_2() -> None:
         "atomic-counter bench needs its extra: pip install 'atomic-counter[bench]' "
         "(in a checkout, make .venv/.installed installs it into .venv)"
     ]
+
+
+def test_the_new_options_reach_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[BenchOptions] = []
+
+    def run_bench(options: BenchOptions) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("app.bench.run.run_bench", run_bench)
+    argv = "--decrements 0.25 --min 2 --window 60s --batch 10 --atomic --idempotent"
+    assert main(["bench", "--stores", "sqlite", "--requests", "10", *argv.split()]) == 0
+    [options] = seen
+    plan = options.plan
+    assert (plan.decrements, plan.floor, plan.window) == (0.25, 2, "60s")
+    assert (plan.batch, plan.atomic, plan.idempotent) == (10, True, True)
