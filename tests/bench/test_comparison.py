@@ -141,6 +141,8 @@ def _small_results(tmp_path: Path) -> Path:
         "capped": 0,
         "errors": 0,
         "throughput_rps": 512.5,
+        "operations": 100,
+        "throughput_ops": 512.5,
         "p50_ms": 12.25,
         "p99_ms": 48.5,
         "verdict": "correct",
@@ -203,8 +205,8 @@ def test_the_page_has_every_section_and_the_figures_of_the_results(tmp_path: Pat
         assert f"\n{heading}\n" in page
     assert "local stand-in" in page
     assert "- momento: port taken" in page  # a store left out says why
-    assert "| redis | 512 | 12.2 | 48.5 | 100 | 0 | 0 | correct |" in page
-    assert "Decrements and batches are not measured: the service does not offer them." in page
+    assert "| redis | 512 | 512 | 12.2 | 48.5 | 100 | 0 | 0 | correct |" in page
+    assert "a batch of 10 is 10" in page
     # Only the scenario with errors explains them.
     assert page.count("Errors (") == 1
     assert "Errors (dynamo 3) are requests the service answered `503`" in page
