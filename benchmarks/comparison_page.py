@@ -65,7 +65,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "one `INSERT … ON CONFLICT … RETURNING` statement; keyed: one `BEGIN IMMEDIATE` "
             "transaction with its record ([transactions](https://www.sqlite.org/lang_transaction.html))",
             "exactly once",
-            "yes, by transaction (the service writes one key a request)",
+            "yes: an atomic batch (up to 100 counters) is one `BEGIN IMMEDIATE` transaction",
             "one file, one writer at a time: every read sees the last commit",
             "no failover: one node; a lost disk loses the file",
             "one writer at a time per file ([when to use](https://www.sqlite.org/whentouse.html))",
@@ -77,7 +77,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             'one Lua script; "Redis guarantees the script\'s atomic execution" '
             "([scripting](https://redis.io/docs/latest/develop/interact/programmability/eval-intro/))",
             "exactly once",
-            "within one script, on keys of one hash slot in cluster mode "
+            "an atomic batch is one script; in cluster mode its keys must share a hash slot "
             "([EVAL](https://redis.io/docs/latest/commands/eval/))",
             "reads go to the primary",
             "acknowledged writes the replica had not received, since replication is asynchronous "
@@ -94,7 +94,8 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "one `UpdateItem` with `ADD` and a condition; keyed: the record in the same "
             "`UpdateItem` ([atomic counters](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/example_dynamodb_Scenario_AtomicCounterOperations_section.html))",
             "exactly once",
-            "not used (one item a request)",
+            "an atomic batch is one `TransactWriteItems`, up to 100 items "
+            "([transactions](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html))",
             "strongly consistent reads: the service sets `ConsistentRead=True` "
             "([stores.md](stores.md#dynamodb))",
             "not found in the pages read; not measured here (DynamoDB Local is one process)",
@@ -109,7 +110,9 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             'one `findAndModify`: "a write operation is atomic on the level of a single '
             'document" ([atomicity](https://www.mongodb.com/docs/manual/core/write-operations-atomicity/))',
             "exactly once",
-            "single document only (the service writes one a request)",
+            "an atomic batch is one multi-document transaction "
+            "([transactions](https://www.mongodb.com/docs/manual/core/transactions/); "
+            "DocumentDB: [transactions](https://docs.aws.amazon.com/documentdb/latest/developerguide/transactions.html))",
             "reads go to the primary",
             "DocumentDB: a replica is promoted and the cluster volume, six copies across three "
             "Availability Zones, is shared ([failover](https://docs.aws.amazon.com/documentdb/latest/developerguide/failover.html), "  # noqa: E501
@@ -124,7 +127,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
         [
             "one upsert; keyed: one transaction with its record row",
             "exactly once",
-            "yes, by transaction (the service writes one row a request)",
+            "yes: an atomic batch is one pessimistic transaction, rows locked in id order",
             "not cited here; the service reads with a plain `SELECT` ([stores.md](stores.md#tidb))",
             "Raft: a leader is elected while a majority of replicas remain "
             "([multi-AZ](https://docs.pingcap.com/tidb/stable/multi-data-centers-in-one-city-deployment/)); "  # noqa: E501
@@ -140,7 +143,7 @@ GUARANTEES: list[tuple[str, list[str]]] = [
             "the step with a marker of its key, then the record",
             "exactly once: a retry after a lost answer finds the marker or the record "
             "([stores.md](stores.md#momento)); shown on the local fake only",
-            "none",
+            "none: an atomic batch is refused (`422`)",
             "not published (not found)",
             "not published (not found); counters expire after `MOMENTO_TTL_SECONDS`",
             "100 operations/s by default, soft; 5 MB items "
