@@ -169,6 +169,23 @@ class Bench:
         self.console.print(table)
 
 
+def ratio(numerator: float, denominator: float) -> float:
+    """`numerator / denominator`, or NaN when a load got no 2xx at all: that store's row then
+    reads "nan" beside its non-2xx count, and the run goes on to the other stores."""
+    return numerator / denominator if denominator else float("nan")
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN as None, for strict JSON."""
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def median(runs: list[dict[str, Any]], field: str) -> float:
     return float(statistics.median(run[field] for run in runs))
 
@@ -205,9 +222,9 @@ def group_commit_per_store(bench: Bench, on: str, off: str, stores: list[str]) -
             }
         )
         off_rps, on_rps = median(runs["off"], "rps"), median(runs["on"], "rps")
-        figures[store] = {"off_rps": off_rps, "on_rps": on_rps, "ratio": on_rps / off_rps}
+        figures[store] = {"off_rps": off_rps, "on_rps": on_rps, "ratio": ratio(on_rps, off_rps)}
         rows.append(
-            [store, f"{off_rps:,.0f}", f"{on_rps:,.0f}", f"{on_rps / off_rps:.2f}",
+            [store, f"{off_rps:,.0f}", f"{on_rps:,.0f}", f"{ratio(on_rps, off_rps):.2f}",
              f"{median(runs['off'], 'p99_ms'):.1f}", f"{median(runs['on'], 'p99_ms'):.1f}",
              verdicts(runs["off"] + runs["on"])]
         )  # fmt: skip
@@ -230,7 +247,7 @@ def dynamo_vs_naive(bench: Bench, on: str, naive: str) -> None:
     bench.results["dynamo_vs_naive"] = {
         "naive_rps": rps["naive"],
         "service_rps": rps["service"],
-        "ratio": rps["service"] / rps["naive"],
+        "ratio": ratio(rps["service"], rps["naive"]),
     }
     app_table(
         bench,
@@ -238,7 +255,7 @@ def dynamo_vs_naive(bench: Bench, on: str, naive: str) -> None:
         [
             app_row("naive (UpdateItem per request)", runs["naive"]),
             app_row("service (group commit)", runs["service"]),
-            ["service ÷ naive", f"{rps['service'] / rps['naive']:.2f}", "", ""],
+            ["service ÷ naive", f"{ratio(rps['service'], rps['naive']):.2f}", "", ""],
         ],
     )
 
@@ -466,7 +483,7 @@ def increments_row(name: str, runs: list[dict[str, Any]], reference: float) -> l
         name,
         f"{median(runs, 'rps'):,.0f}",
         f"{increments:,.0f}",
-        f"{increments / reference:.2f}",
+        f"{ratio(increments, reference):.2f}",
         f"{median(runs, 'p99_ms'):.1f}",
         verdicts(runs),
     ]
@@ -512,10 +529,10 @@ def batch_vs_webdis(bench: Bench, on: str, redis_url: str) -> None:
         "webdis_increments_per_s": webdis_rate,
         "one_counter_increments_per_s": one_rate,
         "hundred_counters_increments_per_s": hundred_rate,
-        "one_counter_ratio": one_rate / webdis_rate,
-        "hundred_counters_ratio": hundred_rate / webdis_rate,
+        "one_counter_ratio": ratio(one_rate, webdis_rate),
+        "hundred_counters_ratio": ratio(hundred_rate, webdis_rate),
         "hundred_counters_atomic_increments_per_s": atomic_rate,
-        "hundred_counters_atomic_ratio": atomic_rate / webdis_rate,
+        "hundred_counters_atomic_ratio": ratio(atomic_rate, webdis_rate),
     }
     bench.table(
         f"6. Increments/s: the service's batches of {BATCH_SIZE} (POST /redis) vs webdis "
@@ -570,10 +587,10 @@ def atomic_store(bench: Bench, on: str, store: str) -> tuple[list[str], dict[str
     atomic_rps = median(runs["atomic"], "rps")
     atomic_rate = median(runs["atomic"], "increments_per_s")
     single_rate = median(runs["single"], "increments_per_s")
-    ratio = atomic_rate / single_rate
+    atomic_ratio = ratio(atomic_rate, single_rate)
     row = [
         store, f"{atomic_rps:,.0f}", f"{atomic_rate:,.0f}", f"{single_rate:,.0f}",
-        f"{ratio:.2f}", f"{median(runs['atomic'], 'p99_ms'):.1f}",
+        f"{atomic_ratio:.2f}", f"{median(runs['atomic'], 'p99_ms'):.1f}",
         f"{median(runs['single'], 'p99_ms'):.1f}", verdicts(runs["atomic"] + runs["single"]),
     ]  # fmt: skip
     return row, {
@@ -581,7 +598,7 @@ def atomic_store(bench: Bench, on: str, store: str) -> tuple[list[str], dict[str
         "atomic_requests_per_s": atomic_rps,
         "atomic_increments_per_s": atomic_rate,
         "single_increments_per_s": single_rate,
-        "ratio": ratio,
+        "ratio": atomic_ratio,
     }
 
 
@@ -756,7 +773,7 @@ def main() -> int:
                 server.stop()
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "perf.json").write_text(json.dumps(bench.results, indent=2) + "\n")
+        (args.out / "perf.json").write_text(json.dumps(finite(bench.results), indent=2) + "\n")
         write_chart(bench.results, args.out / "perf.png")
         console.print(f"wrote {args.out / 'perf.json'} and {args.out / 'perf.png'}")
     return 0
