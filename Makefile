@@ -62,12 +62,15 @@ format:
 
 # The performance ratios in one run, loaded by wrk (Debian): group commit on vs off per store,
 # DynamoDB Local vs a naive app, service vs bare FastAPI, the bench client vs wrk, start-up,
-# RSS and p99 (benchmarks/perf.py). The older null/sqlite/redis overhead table:
-# `$(BIN)/python benchmarks/service_overhead.py`.
+# RSS and p99, batches of 100 vs webdis (Debian; started on loopback by the script), atomic
+# batches vs single requests per store (benchmarks/perf.py). The older null/sqlite/redis
+# overhead table: `$(BIN)/python benchmarks/service_overhead.py`.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "wrk is needed: apt-get install wrk"; exit 1; }
+	@command -v webdis >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq webdis >/dev/null; } \
+		|| { echo "webdis is needed: apt-get install webdis"; exit 1; }
 	scripts/install-test-deps.sh
 	$(BIN)/python benchmarks/perf.py $(BENCH_ARGS)
 
