@@ -58,6 +58,7 @@ from app.errors import (
     Unauthorized,
 )
 from app.idempotency import Idempotency
+from app.merge import merge
 from app.settings import Settings
 from app.stores.base import Change
 from app.usage import UsagePlan
@@ -224,7 +225,7 @@ async def batch(call: CounterCall, state: State, read_body: BodyReader) -> Answe
             for op, outcome, span in zip(body.operations, outcomes, spans, strict=True)
         ]
         return Answer(orjson.dumps({"results": results, "atomic": False}))
-    merged, slots = _merge(changes)
+    merged, slots = merge(changes)
     headers: dict[str, str] | None = None
     try:
         if call.idempotency_key is None:
@@ -253,34 +254,6 @@ async def batch(call: CounterCall, state: State, read_body: BodyReader) -> Answe
         for op, (slot, after), span in zip(body.operations, slots, spans, strict=True)
     ]
     return Answer(orjson.dumps({"results": results, "atomic": True}), headers=headers)
-
-
-def _merge(changes: list[Change]) -> tuple[list[Change], list[tuple[int, int]]]:
-    """One change per counter, for the datastore; and for each operation, its merged change
-    and how much of that change came after it (so its own value is `value - after`).
-
-    The body checks guarantee that the operations of one counter share their bounds and
-    their direction, so their sum fits exactly when each of them, in order, would.
-    """
-    merged: list[Change] = []
-    position: dict[str, int] = {}
-    for change in changes:
-        index = position.get(change.key)
-        if index is None:
-            position[change.key] = len(merged)
-            merged.append(change)
-        else:
-            first = merged[index]
-            merged[index] = Change(
-                first.key, first.by + change.by, first.cap, first.floor, first.expires_at
-            )
-    slots: list[tuple[int, int]] = []
-    remaining = {index: change.by for index, change in enumerate(merged)}
-    for change in changes:
-        index = position[change.key]
-        remaining[index] -= change.by
-        slots.append((index, remaining[index]))
-    return merged, slots
 
 
 def _numbered(exc: BatchRefused, slots: list[tuple[int, int]]) -> BatchRefused:

@@ -15,6 +15,7 @@ from app.batching import GroupCommit
 from app.counter_range import refused
 from app.errors import (
     BatchNotAtomic,
+    BatchRefused,
     CounterCapped,
     CounterError,
     IdempotencyKeyReused,
@@ -23,6 +24,7 @@ from app.errors import (
 )
 from app.guard import Cut, StoreGuard
 from app.increment_log import log_increment
+from app.merge import merge, one_way
 from app.metrics import Metrics
 from app.registry import StoreRegistry
 from app.settings import Settings
@@ -198,12 +200,31 @@ class Counters:
         return recorded
 
     async def apply_each(self, store: str, changes: Sequence[Change]) -> list[int | CounterError]:
-        """Apply every change on `store` on its own, concurrently; each its value or error.
+        """Apply every change on `store` on its own; each its value or error.
 
-        Changes of one counter go through group commit together (when it is on), as
-        concurrent requests would.
+        Where one atomic step costs less than a write per change (`one_step_batches`), the
+        batch is tried as one: applying all of them at once is one of the orders a
+        non-atomic batch allows. If a change refuses, that step wrote nothing, and the
+        changes are applied one by one, each with its own outcome; if the step's outcome is
+        unknown (503), so is every change's. Otherwise the changes run concurrently, and
+        those of one counter go through group commit together, as concurrent requests would.
         """
-        self._guard(store)
+        guard = self._guard(store)
+        if (
+            len(changes) > 1
+            and getattr(guard.store, "one_step_batches", False)
+            and one_way(changes)
+        ):
+            merged, slots = merge(changes)
+            try:
+                values = await self.apply_atomic(store, merged)
+            except (BatchRefused, BatchNotAtomic):
+                pass  # nothing was written: one by one below
+            except StoreUnavailable as exc:
+                return [StoreUnavailable(exc.store, exc.reason) for _ in changes]
+            else:
+                assert isinstance(values, list)
+                return [values[slot] - after for slot, after in slots]
 
         async def one(change: Change) -> int | CounterError:
             try:

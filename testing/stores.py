@@ -36,6 +36,8 @@ class MemoryStore:
     enabled_by: ClassVar[str] = "MEMORY_STORE"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     atomic_batches: ClassVar[bool] = True
+    # As the real stores that have one.
+    one_step_batches: ClassVar[bool] = True
 
     answer_delay: ClassVar[float] = 0.0
     """Seconds each keyed increment waits after applying, before it answers."""
@@ -183,6 +185,8 @@ class BrokenStore(NullStore):
 
     name: ClassVar[str] = "broken"
     enabled_by: ClassVar[str] = "BROKEN_STORE"
+    # Batches go through its broken increments, one per operation, as the bench must see.
+    one_step_batches: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -101,6 +101,10 @@ class CounterStore(Protocol):
     atomic_batches: ClassVar[bool]
     """Whether `apply_atomic` is offered; False: the caller refuses atomic batches (422)."""
 
+    one_step_batches: ClassVar[bool]
+    """Whether `apply_atomic` costs less than one write per change (one round trip, no
+    extra units): then a non-atomic batch is tried as one atomic step first."""
+
     async def increment(
         self,
         key: str,

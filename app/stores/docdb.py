@@ -124,6 +124,8 @@ class DocumentDbStore:
     # Offered by the class; a server without transactions (a standalone mongod) is found
     # by `setup` and refused per batch with BatchNotAtomic (`runs_transactions`).
     atomic_batches: ClassVar[bool] = True
+    # A transaction costs more than one write a document.
+    one_step_batches: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -409,6 +409,8 @@ class MomentoStore:
             _raise(response.inner_exception)
 
     atomic_batches: ClassVar[bool] = False
+    # No atomic batches.
+    one_step_batches: ClassVar[bool] = False
 
     async def increment(
         self,

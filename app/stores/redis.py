@@ -304,6 +304,8 @@ class RedisSettings(StoreSettings):
 class RedisStore:
     name: ClassVar[str] = "redis"
     atomic_batches: ClassVar[bool] = True
+    # One script, one round trip.
+    one_step_batches: ClassVar[bool] = True
     settings: ClassVar[type[StoreSettings]] = RedisSettings
     enabled_by: ClassVar[str] = "REDIS_URL"
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = (

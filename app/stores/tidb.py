@@ -253,6 +253,8 @@ class TidbStore:
         OSError,
     )
     atomic_batches: ClassVar[bool] = True
+    # One transaction of 5 round trips, whatever its size.
+    one_step_batches: ClassVar[bool] = True
 
     def __init__(self, target: TidbTarget, *, pool_size: int, timeout: float) -> None:
         self._target = target

@@ -9,13 +9,17 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from app.bodies import MAX_BODY_BYTES
 from app.callers import caller_id
+from app.errors import StoreUnavailable
+from app.stores import STORE_TYPES
 from testing.serial import serial_order_exists
+from testing.stores import MemoryStore
 from tests.conftest import app_settings, serve
 
 ADMIN = "admin-key-for-tests"
@@ -483,3 +487,52 @@ async def test_set_and_delete_act_on_the_current_window(
     assert deleted.json()["previous"] == 8
     assert (await admin.get(path, params={"window": "1h"})).json()["counter"] == 0
     assert (await admin.get(path)).json()["counter"] == 3, "the plain counter is untouched"
+
+
+# A non-atomic batch as one atomic step, where that is cheaper
+
+
+async def memory_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = app_settings(tmp_path)
+    async for http in serve(settings, {**STORE_TYPES, "memory": MemoryStore}):
+        yield http
+
+
+async def test_a_plain_batch_is_one_step_where_that_is_cheaper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+    apply_atomic = MemoryStore.apply_atomic
+
+    async def counted(self: MemoryStore, changes: Any, once: Any = None) -> Any:
+        steps.append(len(changes))
+        return await apply_atomic(self, changes, once)
+
+    monkeypatch.setattr(MemoryStore, "apply_atomic", counted)
+    async for http in memory_client(tmp_path):
+        body = {"operations": [{"id": "a"}] * 60 + [{"id": f"c{i}"} for i in range(40)]}
+        answer = await http.post("/memory", json=body)
+        values = [r["counter"] for r in answer.json()["results"]]
+        assert values[:60] == list(range(1, 61)), "each operation has its own value, in order"
+        assert values[60:] == [1] * 40
+        assert steps == [41], "one step: 41 counters, the 60 of one counter merged"
+        refused = await http.post(
+            "/memory", json={"operations": [{"id": "a"}, {"id": "z", "by": -1}]}
+        )
+        assert [r.get("counter") for r in refused.json()["results"]] == [61, 0]
+        assert refused.json()["results"][1]["status"] == 409, "then one by one"
+        assert steps == [41, 2]
+
+
+async def test_a_plain_batch_whose_step_is_unknown_is_unknown_for_every_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lost(self: MemoryStore, changes: Any, once: Any = None) -> Any:
+        raise StoreUnavailable("memory", "no answer")
+
+    monkeypatch.setattr(MemoryStore, "apply_atomic", lost)
+    async for http in memory_client(tmp_path):
+        answer = await http.post("/memory", json={"operations": [{"id": "a"}, {"id": "b"}]})
+        assert [r["status"] for r in answer.json()["results"]] == [503, 503]
+        # Not retried one by one: the step may have been applied.
+        assert (await http.get("/memory/a")).json()["counter"] == 0
