@@ -429,6 +429,9 @@ def footprint(bench: Bench, settings: dict[str, object], stores: list[str]) -> N
     )  # fmt: skip
 
 
+READ_ATTEMPTS = 5
+
+
 class ReadFailed(Exception):
     """A counter could not be read back after a load, so the load cannot be checked."""
 
@@ -438,7 +441,13 @@ def total(base: str, store: str, ids: list[str]) -> int:
     found = 0
     with httpx.Client(base_url=base, timeout=10) as client:
         for id in dict.fromkeys(ids):
-            answer = client.get(counter_path(store, id))
+            # A few tries: the MongoDB-wire stand-in answers a read beside a transaction
+            # still finishing from the load with an error (503), where MongoDB would not.
+            for attempt in range(READ_ATTEMPTS):
+                answer = client.get(counter_path(store, id))
+                if answer.status_code == 200 or attempt == READ_ATTEMPTS - 1:
+                    break
+                time.sleep(0.5)
             if answer.status_code != 200:
                 raise ReadFailed(f"GET {counter_path(store, id)}: {answer.status_code}")
             found += int(answer.json()["counter"])
