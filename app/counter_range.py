@@ -1,7 +1,13 @@
 """The range a counter keeps, written once: 0 to `COUNTER_LIMIT`, never past its cap going up
 nor below its floor going down."""
 
-from app.errors import CounterCapped, CounterFloorReached, CounterLimitReached
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from app.errors import BatchRefused, CounterCapped, CounterFloorReached, CounterLimitReached
+
+if TYPE_CHECKING:  # app.stores imports this module: no import of it at run time
+    from app.stores.base import Change
 
 COUNTER_LIMIT = 2**53 - 1
 """The largest value any counter may hold, on every store: every JSON client reads it exactly.
@@ -41,3 +47,24 @@ def refused(current: int, by: int, cap: int | None, floor: int) -> CounterCapped
     if by < 0:
         return CounterFloorReached(current, floor)
     return refusal(current, cap)
+
+
+def batch_refusals(
+    changes: "Sequence[Change]", currents: Sequence[int]
+) -> list[tuple[int, CounterCapped]]:
+    """Every change of a batch that would pass its bound from its current value, with its
+    refusal, in index order."""
+    return [
+        (index, refused(current, change.by, change.cap, change.floor))
+        for index, (change, current) in enumerate(zip(changes, currents, strict=True))
+        if not fits(current, change.by, change.cap, change.floor)
+    ]
+
+
+def batch_values(changes: "Sequence[Change]", currents: Sequence[int]) -> list[int]:
+    """The values an atomic batch produces from `currents`, or `BatchRefused` naming every
+    change that would pass its bound (then nothing may be written)."""
+    refusals = batch_refusals(changes, currents)
+    if refusals:
+        raise BatchRefused(refusals)
+    return [current + change.by for change, current in zip(changes, currents, strict=True)]

@@ -14,8 +14,8 @@ from typing import ClassVar, Self
 
 from fastapi import FastAPI
 
-from app.counter_range import fits, refused
-from app.errors import BatchRefused, CounterCapped, CounterMismatch
+from app.counter_range import batch_values, fits, refused
+from app.errors import CounterCapped, CounterMismatch
 from app.main import create_app
 from app.store_settings import StoreSettings
 from app.stores import STORE_TYPES, CounterStore
@@ -130,17 +130,9 @@ class MemoryStore:
         if once is not None and isinstance(first := self._replay(once.token), BatchRecorded):
             return first
         currents = [self._current(change.key) for change in changes]
-        refusals = [
-            (index, refused(current, c.by, c.cap, c.floor))
-            for index, (c, current) in enumerate(zip(changes, currents, strict=True))
-            if not fits(current, c.by, c.cap, c.floor)
-        ]
-        if refusals:
-            raise BatchRefused(refusals)
-        values = []
-        for change, current in zip(changes, currents, strict=True):
-            self._write(change.key, current + change.by, change.expires_at)
-            values.append(current + change.by)
+        values = batch_values(changes, currents)
+        for change, value in zip(changes, values, strict=True):
+            self._write(change.key, value, change.expires_at)
         if once is None:
             return values
         recorded = BatchRecorded(tuple(values), once.fingerprint, replayed=False)

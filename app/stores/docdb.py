@@ -59,8 +59,8 @@ from pymongo.errors import (
 )
 from pymongo.read_concern import ReadConcern
 
-from app.counter_range import bounded_cap, fits, refused
-from app.errors import BatchNotAtomic, BatchRefused, CounterCapped, CounterMismatch
+from app.counter_range import batch_refusals, bounded_cap, fits, refused
+from app.errors import BatchNotAtomic, BatchRefused, CounterMismatch
 from app.store_settings import StoreSettings, url_of
 from app.stores import records
 from app.stores.base import BatchRecorded, Change, Once, Recorded
@@ -617,17 +617,6 @@ def _live_value(doc: Document | None, now: float) -> int:
         if expires.timestamp() <= now:
             return 0
     return int(doc.get("value", 0))
-
-
-def batch_refusals(
-    changes: Sequence[Change], currents: Sequence[int]
-) -> list[tuple[int, CounterCapped]]:
-    """Every change that would pass its bound, with its refusal, in index order."""
-    return [
-        (index, refused(current, change.by, change.cap, change.floor))
-        for index, (change, current) in enumerate(zip(changes, currents, strict=True))
-        if not fits(current, change.by, change.cap, change.floor)
-    ]
 
 
 def batch_writes(

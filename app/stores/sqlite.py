@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import ValidationInfo, field_validator
 
-from app.counter_range import bound, fits, refused
-from app.errors import BatchRefused, CounterCapped, CounterMismatch
+from app.counter_range import batch_values, bound, refused
+from app.errors import CounterCapped, CounterMismatch
 from app.store_settings import StoreSettings
 from app.stores.base import BatchRecorded, Change, Once, Recorded
 
@@ -413,14 +413,7 @@ def _apply_atomic(
                 conn.rollback()
                 return BatchRecorded(tuple(json.loads(row[1])), str(row[0]), replayed=True)
         currents = [_current(conn, change.key) for change in changes]
-        refusals = [
-            (index, refused(current, change.by, change.cap, change.floor))
-            for index, (change, current) in enumerate(zip(changes, currents, strict=True))
-            if not fits(current, change.by, change.cap, change.floor)
-        ]
-        if refusals:
-            raise BatchRefused(refusals)
-        values = [current + change.by for change, current in zip(changes, currents, strict=True)]
+        values = batch_values(changes, currents)
         for change, value in zip(changes, values, strict=True):
             conn.execute(_SET, {"id": change.key, "value": value, "expires_at": change.expires_at})
         if once is None:

@@ -18,8 +18,8 @@ from asyncmy.errors import InterfaceError, OperationalError
 from asyncmy.pool import Pool
 from pydantic import AfterValidator, Field, SecretStr
 
-from app.counter_range import bounded_cap, fits, refused
-from app.errors import BatchRefused, CounterError, CounterMismatch
+from app.counter_range import batch_values, bounded_cap, refused
+from app.errors import CounterError, CounterMismatch
 from app.store_settings import StoreSettings, url_of
 from app.stores.base import BatchRecorded, Change, Once, Recorded
 
@@ -549,14 +549,7 @@ async def _apply_changes(cursor: Cursor, changes: Sequence[Change]) -> list[int]
     await cursor.execute(_READ_MANY.format(ids=ids), tuple(change.key for change in ordered))
     current = {bytes(id): int(value) for id, value in await cursor.fetchall()}
     before = [current[change.key.encode()] for change in changes]
-    refusals = [
-        (index, refused(value, change.by, change.cap, change.floor))
-        for index, (change, value) in enumerate(zip(changes, before, strict=True))
-        if not fits(value, change.by, change.cap, change.floor)
-    ]
-    if refusals:
-        raise BatchRefused(refusals)
-    values = [value + change.by for change, value in zip(changes, before, strict=True)]
+    values = batch_values(changes, before)
     after = dict(zip((change.key for change in changes), values, strict=True))
     await cursor.execute(
         _WRITE_MANY.format(rows=", ".join([_WRITE_ROW] * len(ordered))),

@@ -15,10 +15,10 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.monitoring import CommandListener, CommandStartedEvent
 from pymongo.write_concern import WriteConcern
 
-from app.counter_range import COUNTER_LIMIT
+from app.counter_range import COUNTER_LIMIT, batch_refusals
 from app.errors import BatchNotAtomic, BatchRefused, CounterCapped, CounterFloorReached
 from app.stores.base import BatchRecorded, Change
-from app.stores.docdb import DocumentDbStore, batch_refusals, batch_writes
+from app.stores.docdb import DocumentDbStore, batch_writes
 from testing.servers.base import free_port
 from testing.servers.mongo import MongoWireServer
 from tests.conftest import make_settings, once, open_store, shared_server
