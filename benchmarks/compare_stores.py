@@ -208,7 +208,7 @@ def main() -> int:
         for name, reason in every.skipped.items():
             print(f"skipping {name}: {reason}", file=sys.stderr)
         doc["skipped"] = dict(every.skipped)
-        started, settings = every.servers, every.settings
+        settings = every.settings
         service: ServiceProcess | None = None
         try:
             service = ServiceProcess(workdir / "service", settings)
@@ -218,7 +218,12 @@ def main() -> int:
             service.stop()
             service = None
             if not args.no_faults:
-                doc["faults"] = run_faults(started, workdir)
+                # Fresh servers: stopping the service cancels the calls it gave up on, and
+                # the MongoDB-wire stand-in never recovers from a transaction cancelled that
+                # way (MongoDB aborts it), so the fault runs start from a clean state.
+                every.stop()
+                every = start_every_server(workdir / "faults")
+                doc["faults"] = run_faults(every.servers, workdir)
                 doc["failover"] = run_failover(workdir)
         finally:
             if service is not None:
