@@ -10,6 +10,7 @@ from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 
 from app import idempotency
@@ -50,16 +51,17 @@ def counter_body(store: str, id: str, value: int, conditional: bool) -> bytes:
     return orjson.dumps(body)
 
 
-def api_key_accepted(settings: Settings, api_key: str | None) -> bool:
-    """True when API_KEYS is unset or `api_key` is one of them."""
-    if not settings.api_keys:
-        return True
+def key_in(keys: list[SecretStr], api_key: str | None) -> bool:
+    """True when `api_key` is one of `keys` (API_KEYS or ADMIN_API_KEYS)."""
     given = (api_key or "").encode()
     # Compare against every key, without stopping early, so timing reveals nothing.
-    matches = [
-        hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys
-    ]
+    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in keys]
     return any(matches)
+
+
+def api_key_accepted(settings: Settings, api_key: str | None) -> bool:
+    """True when API_KEYS is unset or `api_key` is one of them."""
+    return not settings.api_keys or key_in(settings.api_keys, api_key)
 
 
 probes_router = APIRouter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import orjson
 from starlette.types import Receive
 
-from app.counter_params import BY, ID_RULE, MAX, MIN, RANGE_RULE, WINDOW, Integer, id_problem
+from app.counter_params import BY, ID_RULE, MAX, MIN, WINDOW, Integer, check_bounds, id_problem
 from app.counter_range import COUNTER_LIMIT
 from app.errors import InvalidRequest, MalformedBody, Problem
 from app.windows import Window
@@ -83,21 +83,24 @@ def _too_large() -> InvalidRequest:
     return InvalidRequest([Problem(("body",), BODY_RULE, "too_large")])
 
 
-def _json(raw: bytes) -> object:
+def _object(raw: bytes) -> dict[str, object]:
+    """The body as a JSON object: `MalformedBody` (400) when it is not JSON, `InvalidRequest`
+    (422) when it is JSON of another kind."""
     if not raw.strip():
         raise MalformedBody("the body is empty: send a JSON object")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest([Problem(("body",), "the body must be a JSON object", "dict_type")])
+    return body
 
 
 def parse_set(raw: bytes) -> SetBody:
     """`{"counter": V}` or `{"counter": V, "expect": E}`."""
-    body = _json(raw)
+    body = _object(raw)
     problems: list[Problem] = []
-    if not isinstance(body, dict):
-        raise InvalidRequest([Problem(("body",), "the body must be a JSON object", "dict_type")])
     value = _integer(body, VALUE, ("body",), problems, required=True)
     expect = _integer(body, EXPECT, ("body",), problems)
     if problems:
@@ -108,9 +111,7 @@ def parse_set(raw: bytes) -> SetBody:
 
 def parse_batch(raw: bytes) -> BatchBody:
     """`{"operations": [{"id", "by", "max", "min", "window"}, ...], "atomic": false}`."""
-    body = _json(raw)
-    if not isinstance(body, dict):
-        raise InvalidRequest([Problem(("body",), "the body must be a JSON object", "dict_type")])
+    body = _object(raw)
     problems: list[Problem] = []
     atomic = body.get("atomic", False)
     if not isinstance(atomic, bool):
@@ -151,8 +152,7 @@ def _operation(
         window = WINDOW.check(item["window"])
         if window is None:
             problems.append(Problem((*where, "window"), WINDOW.rule, "value_error"))
-    if cap is not None and floor is not None and floor > cap:
-        problems.append(Problem((*where, "min"), RANGE_RULE, "value_error"))
+    check_bounds(cap, floor, where, problems)
     if len(problems) > before:
         return None
     assert isinstance(id, str)

@@ -59,10 +59,7 @@ class Integer:
             return None
         if len(digits) > _MAX_DIGITS:  # more digits than any bound: never converted
             return None
-        value = int(text)
-        if not self.low <= value <= self.high or (self.nonzero and value == 0):
-            return None
-        return value
+        return self.check(int(text))
 
     def check(self, value: object) -> int | None:
         """`value` from a JSON body, None when it is not such a number (booleans are not)."""
@@ -255,13 +252,19 @@ def parse(scope: Scope, operation: Operation) -> CounterCall:
         id = _id(raw_path, problems)
     store = unquote(raw_store.decode("latin-1"), errors="replace")
     values = _query(scope["query_string"], operation.query, problems)
-    minimum, maximum = values.get(MIN.name), values.get(MAX.name)
-    if isinstance(minimum, int) and isinstance(maximum, int) and minimum > maximum:
-        problems.append(Problem(("query", MIN.name), RANGE_RULE, "value_error"))
+    check_bounds(values.get(MAX.name), values.get(MIN.name), ("query",), problems)
     key = _idempotency_key(scope["headers"], problems) if operation.keyed else None
     if problems:
         raise InvalidRequest(problems)
     return CounterCall(store, id, values, key, api_key_of(scope["headers"]))
+
+
+def check_bounds(
+    cap: object, floor: object, where: tuple[str | int, ...], problems: list[Problem]
+) -> None:
+    """A `min` above `max` can never be met: refused wherever the two are given."""
+    if isinstance(cap, int) and isinstance(floor, int) and floor > cap:
+        problems.append(Problem((*where, MIN.name), RANGE_RULE, "value_error"))
 
 
 def id_problem(id: object) -> str | None:
@@ -293,10 +296,9 @@ def _id(raw_path: bytes, problems: list[Problem]) -> str:
         problems.append(Problem(("path", "id"), ID_RULE, "value_error", str(exc)))
         return ""
     assert id is not None
-    if len(id) > ID_MAX_LENGTH:
-        problems.append(Problem(("path", "id"), ID_RULE, "string_too_long"))
-    elif not id or _ID.fullmatch(id) is None:
-        problems.append(Problem(("path", "id"), ID_RULE, "string_pattern_mismatch"))
+    kind = id_problem(id)
+    if kind is not None:
+        problems.append(Problem(("path", "id"), ID_RULE, kind))
     return id
 
 

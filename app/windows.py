@@ -63,9 +63,14 @@ class Span:
     start: int
     reset: int
 
+    @property
+    def label(self) -> str:
+        """This window as log lines and stored names show it: `w<seconds>@<start>`."""
+        return f"w{self.window.seconds}@{self.start}"
+
     def key(self, id: str) -> str:
         """The counter that holds `id`'s count in this window."""
-        return f"{id}{SEPARATOR}w{self.window.seconds}@{self.start}"
+        return f"{id}{SEPARATOR}{self.label}"
 
     @property
     def expires_at(self) -> int:
