@@ -252,8 +252,8 @@ def _responses(operation: Operation, auth: bool) -> dict[str, Any]:
     elif operation is BATCH:
         responses["200"] = _body(
             BatchAnswerBody,
-            "Every operation's outcome, in order. Without `atomic` each is applied on its "
-            "own: an operation's 409 or 503 leaves the others as they are.",
+            "Every operation's outcome, in order. Without `atomic` each has its own: a 409 "
+            "wrote nothing for that operation only; a 503 means its outcome is unknown.",
             headers=_REPLAYED,
         )
     else:
