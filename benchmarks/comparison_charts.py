@@ -51,22 +51,36 @@ def _grouped(
     return _save(figure, path)
 
 
-def _bars(
-    labels: Sequence[str], values: Sequence[float | None], title: str, ylabel: str, path: Path
-) -> Path:
-    figure, axes = plt.subplots(figsize=(11, 5))
-    shown = [0.0 if value is None else value for value in values]
-    bars = axes.bar(labels, shown, color=["#9e9e9e" if v is None else "#1565c0" for v in values])
-    for bar, value in zip(bars, values, strict=True):
-        text = "not found" if value is None else f"{value:.3g}"
-        axes.annotate(
-            text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
+def _phases(faults: dict[str, Any], path: Path) -> Path:
+    """One group of bars per store: its share of 200s in each kind of phase."""
+    stores = [s for s in STORES if s in faults]
+    phases = ("healthy", "hold", "reset", "stall")
+
+    def share(figures: dict[str, Any], phase: str) -> float:
+        value = (
+            figures["share_200_healthy"]
+            if phase == "healthy"
+            else figures["share_200_by_phase"][phase]
         )
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.margins(y=0.2)
+        return 0.0 if value is None else float(value)
+
+    figure, axes = plt.subplots(figsize=(11, 5))
+    width = 0.8 / len(phases)
+    for index, label in enumerate(phases):
+        offsets = [i + (index - (len(phases) - 1) / 2) * width for i in range(len(stores))]
+        values = [share(faults[store], label) for store in stores]
+        axes.bar(
+            offsets,
+            values,
+            width,
+            label="sent while healthy" if label == "healthy" else f"sent during the {label}",
+        )
+    axes.set_xticks(range(len(stores)), stores)
+    axes.set_ylabel("share of attempts answered 200")
+    axes.set_ylim(0, 1.05)
+    axes.set_title("Share of 200s by the fault proxy's phase when each attempt was sent")
     axes.grid(True, axis="y", alpha=0.3)
-    axes.tick_params(axis="x", labelsize=8)
+    axes.legend(fontsize=8)
     return _save(figure, path)
 
 
@@ -115,14 +129,7 @@ def write_all(doc: dict[str, Any], out: Path) -> dict[str, Path]:
         )
     faults: dict[str, Any] = doc.get("faults") or {}
     if faults:
-        stores = [s for s in STORES if s in faults]
-        charts["faults"] = _bars(
-            stores,
-            [faults[s]["share_200"] for s in stores],
-            "Share of 200s while the fault proxy holds, resets and stalls the store's link",
-            "share of attempts answered 200",
-            out / "faults.png",
-        )
+        charts["faults"] = _phases(faults, out / "faults.png")
     lines: list[dict[str, Any]] = doc.get("cost", {}).get("lines", [])
     if lines:
         labels = [f"{line['service']}, {kind}" for line in lines for kind in ("unkeyed", "keyed")]

@@ -289,13 +289,22 @@ def _speed(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
 
 
 def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
+    faults: dict[str, Any] = doc.get("faults") or {}
+    # Every store runs the same scenario: its sizes are in each store's figures.
+    sizes = next(iter(faults.values()), None)
+    increments = (
+        sum(sizes[kind]["ops"] for kind in ("keyed", "capped", "unkeyed")) if sizes else "no"
+    )
     lines = [
         "## Under faults",
         "",
         "Each networked store behind the fault proxy ([testing/faults.py](../testing/faults.py)), "
         "in-process, with a 0.5 s store timeout: healthy, then replies held past the timeout, "
         "then connections reset mid-reply, then a stall, healthy between each, while keyed, "
-        'capped keyed and unkeyed clients run (210 increments in all). "Serves again" is from '
+        f"capped keyed and unkeyed clients run ({increments} increments in all, keyed ones "
+        "retried with their key until a definite answer). The shares of `200`s count the "
+        "attempts by the phase they were sent in: the whole run's share would weigh a store's "
+        'last healthy phase by how long its clients took to finish. "Serves again" is from '
         "the end of the phase to the first `200` of a request sent after it. Keyed counters are "
         "exact when every keyed increment got its `200` and the counter equals them; unkeyed "
         "values must be distinct and the counter between the acknowledged and acknowledged + "
@@ -303,7 +312,6 @@ def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
         "",
     ]
     lines += _chart(charts, "faults", "share of 200s under faults")
-    faults: dict[str, Any] = doc.get("faults") or {}
     if not faults:
         lines += ["Not measured in this run.", ""]
     else:
@@ -312,29 +320,45 @@ def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
             f = faults.get(store)
             if f is None:
                 continue
+            phase = f["share_200_by_phase"]
             rows.append(
                 [
                     store,
-                    _num(f["share_200"], 3),
-                    _num(f["serve_again_after_reset_s"], 2),
-                    _num(f["serve_again_after_stall_s"], 2),
+                    _num(f["share_200_healthy"], 3),
+                    _num(f["share_200_in_faults"], 3),
+                    " / ".join(_num(phase[mode], 2) for mode in ("hold", "reset", "stall")),
+                    " / ".join(
+                        _num(f[f"serve_again_after_{mode}_s"], 2)
+                        for mode in ("hold", "reset", "stall")
+                    ),
+                    _num(f["ops_answered"], 2),
                     _num(f["keyed"]["exact"]),
                     _num(f["capped"]["exact"]),
                     _num(f["unkeyed"]["distinct"]),
                     _num(f["unkeyed"]["within_bounds"]),
+                    _num(f["seconds"], 1),
                 ]
             )
         header = [
             "store",
-            "share of 200s",
-            "serves again after reset, s",
-            "after stall, s",
+            "200s while healthy",
+            "200s during faults",
+            "hold / reset / stall",
+            "serves again after hold / reset / stall, s",
+            "increments answered",
             "keyed exact",
             "capped exact",
             "unkeyed distinct",
             "unkeyed within bounds",
+            "run, s",
         ]
-        lines += [*_table(header, rows), ""]
+        lines += [
+            *_table(header, rows),
+            "",
+            "*Increments answered*: the share of the increments with a definite answer in the "
+            "end (`200`, or `409` at the cap); the others' outcome is unknown.",
+            "",
+        ]
     failover: dict[str, Any] = doc.get("failover") or {}
     lines += [
         "**Redis failover** ([testing/failover.py](../testing/failover.py)): a primary with a "
@@ -388,9 +412,11 @@ def _cost(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
         f"{cost.get('region', 'us-east-1')}, computed by [benchmarks/cost.py](../benchmarks/cost.py) "  # noqa: E501
         "from [benchmarks/prices.json](../benchmarks/prices.json) (`python benchmarks/cost.py` "
         "prints it). No live pricing page was reachable: each price was read from a stored "
-        'copy, with its source and date below; a price no stored page gave is "not found", '
-        "and so is every figure that needs it. The service's own compute (ECS tasks), data "
-        "transfer and storage are left out.",
+        "copy of a web page or of a public repository's file, with its source, its date and "
+        "its publisher below (AWS's own pricing pages were stored without their price tables, "
+        "so several figures come from third parties); a price no stored copy gave is "
+        '"not found", and so is every figure that needs it. The service\'s own compute (ECS '
+        "tasks), data transfer and storage are left out.",
         "",
     ]
     lines += _chart(charts, "cost", "cost per million increments")

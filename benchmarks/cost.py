@@ -112,7 +112,7 @@ def compute(doc: dict[str, Any]) -> list[Line]:
     lines.append(
         Line(
             "redis",
-            f"ElastiCache node-based ({a['elasticache_node_type']}, {nodes} nodes)",
+            f"ElastiCache node-based (Valkey, {a['elasticache_node_type']}, {nodes} nodes)",
             _per_million_from_hourly(hourly, rate),
             _per_million_from_hourly(hourly, rate),
             f"{nodes} nodes (primary and replica) at {rate:g} increments/s; keyed data "
@@ -150,22 +150,23 @@ def compute(doc: dict[str, Any]) -> list[Line]:
     missing = []
     mnode = _price(doc, "memorydb_node_hour", missing)
     written = _price(doc, "memorydb_data_written_per_gb", missing)
+    memorydb_hours = _per_million_from_hourly(_times(nodes, mnode), rate)
+    memorydb_written = (
+        _times(a["memorydb_bytes_written_unkeyed"] * 1e6 / 1e9, written),
+        _times(a["memorydb_bytes_written_keyed"] * 1e6 / 1e9, written),
+    )
     lines.append(
         Line(
             "redis",
             f"MemoryDB ({a['memorydb_node_type']}, {nodes} nodes)",
-            _sum(
-                _per_million_from_hourly(_times(nodes, mnode), rate),
-                _times(a["memorydb_bytes_written_unkeyed"] * 1e6 / 1e9, written),
-            ),
-            _sum(
-                _per_million_from_hourly(_times(nodes, mnode), rate),
-                _times(a["memorydb_bytes_written_keyed"] * 1e6 / 1e9, written),
-            ),
+            _sum(memorydb_hours, memorydb_written[0]),
+            _sum(memorydb_hours, memorydb_written[1]),
             f"{nodes} nodes at {rate:g} increments/s, plus "
             f"{a['memorydb_bytes_written_unkeyed']} B (unkeyed) or "
             f"{a['memorydb_bytes_written_keyed']} B (keyed) written per increment",
             missing,
+            _floor(memorydb_hours, memorydb_written[0]),
+            _floor(memorydb_hours, memorydb_written[1]),
         )
     )
 
@@ -209,18 +210,20 @@ def compute(doc: dict[str, Any]) -> list[Line]:
         )
     )
 
-    # Momento: billed by data transferred.
+    # Momento: billed by data transferred, each call metered as at least 1 KB.
     missing = []
     gb = _price(doc, "momento_per_gb_transferred", missing)
+    unkeyed_kb = a["momento_kb_per_unkeyed_increment"]
+    keyed_kb = a["momento_kb_per_keyed_increment"]
     lines.append(
         Line(
             "momento",
-            "Momento",
-            _times(a["momento_bytes_per_unkeyed_increment"] * 1e6 / 1e9, gb),
-            _times(a["momento_bytes_per_keyed_increment"] * 1e6 / 1e9, gb),
-            f"{a['momento_bytes_per_unkeyed_increment']} B (unkeyed) or "
-            f"{a['momento_bytes_per_keyed_increment']} B (keyed: about four calls) "
-            "transferred per increment",
+            "Momento (its last published per-GB price)",
+            # A million increments of k KB each are k GB.
+            _times(unkeyed_kb, gb),
+            _times(keyed_kb, gb),
+            f"{unkeyed_kb} KB metered (unkeyed: one call) or {keyed_kb} KB (keyed: five calls) "
+            "per increment, each call metered as at least 1 KB",
             missing,
         )
     )

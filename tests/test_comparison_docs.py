@@ -59,6 +59,6 @@ def test_the_readme_summary_quotes_the_comparison() -> None:
         assert hot == f"{speed['hot-key']['stores'][store]['throughput_rps']:,.0f}", store
         assert keyed == f"{speed['keyed']['stores'][store]['throughput_rps']:,.0f}", store
         if store in doc.get("faults", {}):
-            assert faults == f"{doc['faults'][store]['share_200']:.2f}", store
+            assert faults == f"{doc['faults'][store]['share_200_in_faults']:.2f}", store
         else:
             assert faults == "no link", store

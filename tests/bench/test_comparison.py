@@ -60,8 +60,8 @@ def _small_prices(tmp_path: Path, **overrides: float | None) -> Path:
         "documentdb_io_per_keyed_increment": 1,
         "tidb_ru_per_unkeyed_increment": 10,
         "tidb_ru_per_keyed_increment": 14,
-        "momento_bytes_per_unkeyed_increment": 200,
-        "momento_bytes_per_keyed_increment": 800,
+        "momento_kb_per_unkeyed_increment": 1,
+        "momento_kb_per_keyed_increment": 5,
     }
     path = tmp_path / "prices.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
@@ -79,7 +79,7 @@ def test_the_cost_script_computes_each_figure_from_the_prices(tmp_path: Path) ->
         # 1 WRU; keyed: 72 + 10 x 179 = 1,862 B, so 2 WRU.
         "DynamoDB on demand": (1.0, 2.0),
         # 2 nodes x $0.36 an hour over 0.36 million increments an hour.
-        "ElastiCache node-based (cache.r7g.large, 2 nodes)": (2.0, 2.0),
+        "ElastiCache node-based (Valkey, cache.r7g.large, 2 nodes)": (2.0, 2.0),
         # ECPUs, plus 1 GB (unkeyed, the minimum) or 3.456 GB (keyed) x $0.36 over 0.36 M.
         "ElastiCache Serverless (Redis OSS)": (0.01 + 1.0, 0.02 + 3.456),
         # 2 x $0.72 / 0.36 M, plus 100 B or 500 B a write at $1/GB.
@@ -87,8 +87,8 @@ def test_the_cost_script_computes_each_figure_from_the_prices(tmp_path: Path) ->
         # 2 x $0.18 / 0.36 M, plus one I/O at $0.5 per million.
         "DocumentDB Standard (db.r6g.large, 2 instances)": (1.0 + 0.5, 1.0 + 0.5),
         "TiDB Cloud Serverless": (1.0, 1.4),
-        # 200 B or 800 B a million times at $0.5/GB.
-        "Momento": (0.1, 0.4),
+        # 1 KB or 5 KB metered a million times (1 GB or 5 GB) at $0.5/GB.
+        "Momento (its last published per-GB price)": (0.5, 2.5),
     }
     assert set(lines) == set(expected)
     for service, (unkeyed, keyed) in expected.items():
@@ -149,11 +149,17 @@ def _small_results(tmp_path: Path) -> Path:
     }
     fault_row = {
         "share_200": 0.875,
+        "share_200_healthy": 0.995,
+        "share_200_in_faults": 0.125,
+        "share_200_by_phase": {"hold": 0.1, "reset": 0.0, "stall": 0.25},
+        "ops_answered": 0.91,
+        "serve_again_after_hold_s": 0.05,
         "serve_again_after_reset_s": 0.12,
         "serve_again_after_stall_s": 0.34,
-        "keyed": {"exact": True},
-        "capped": {"exact": True},
-        "unkeyed": {"distinct": True, "within_bounds": True},
+        "keyed": {"ops": 90, "exact": True},
+        "capped": {"ops": 120, "exact": True},
+        "unkeyed": {"ops": 90, "distinct": True, "within_bounds": True},
+        "seconds": 15.5,
     }
     side = {"acknowledged": 144, "unknown": 3, "lost": 0, "handed_out_twice": 0, "final": 144}
     doc = {
@@ -210,7 +216,11 @@ def test_the_page_has_every_section_and_the_figures_of_the_results(tmp_path: Pat
     # Only the scenario with errors explains them.
     assert page.count("Errors (") == 1
     assert "Errors (dynamo 3) are requests the service answered `503`" in page
-    assert "| redis | 0.875 | 0.12 | 0.34 | yes | yes | yes | yes |" in page
+    assert (
+        "| redis | 0.995 | 0.125 | 0.10 / 0.00 / 0.25 | 0.05 / 0.12 / 0.34 | 0.91 | yes | yes | yes"
+        " | yes | 15.5 |" in page
+    )
+    assert "(300 increments in all," in page
     assert "| 0 (default) | unkeyed | 144 | 7 | 7 |" in page
     assert "| DynamoDB on demand | $1.00 | $2.00 |" in page
     assert "![throughput per store and scenario](comparison/throughput.png)" in page
