@@ -325,12 +325,24 @@ async def _increment(
     sample = Sample(key, status, counter, latency, None, attempt, started, decrement)
     if status == 0:
         return replace(sample, error=note)
+    if attempt and _refused_retry(status):
+        return replace(sample, status=0, error=f"retry answered {status}")
     if status in (200, 409) and counter is None:
         if status == 200:
             # A 200 without a counter is not a success we can check: count it as an error.
             return replace(sample, status=0, error="200 without counter")
         return replace(sample, error="409 in flight")
     return replace(sample, window=_window_start(body))
+
+
+def _refused_retry(status: int) -> bool:
+    """A retry refused with a 4xx: that says nothing of the attempt whose outcome was unknown.
+
+    A keyed retry after its window ended, for one, is another request to the service (422),
+    while the first attempt may have counted: its outcome stays unknown, not "wrote nothing".
+    A 409 is an answer of its own: capped (with the counter) or still in flight.
+    """
+    return 400 <= status < 500 and status != 409
 
 
 def _worth_retrying(status: int, counter: int | None) -> bool:
@@ -391,6 +403,8 @@ async def _batch(
         if results is None:
             if status == 0:
                 sample = replace(sample, error=note)
+            elif attempt and _refused_retry(status):
+                sample = replace(sample, status=0, error=f"retry answered {status}")
             elif status == 200:
                 sample = replace(sample, status=0, error="200 without results")
             elif status == 409:

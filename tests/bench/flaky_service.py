@@ -2,6 +2,8 @@
 
 It stands for a datastore that applied an increment and then timed out: the client sees a
 503 (unknown outcome), and only a retry with the same key can make the count exact.
+On the store `forgetful` a retry is refused with 422 instead of replayed, as a keyed retry
+after its window ended is: the first attempt counted, and the client cannot learn it.
 Served with `uvicorn --factory tests.bench.flaky_service:create_flaky_app`.
 """
 
@@ -26,7 +28,7 @@ def create_flaky_app() -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> dict[str, object]:
-        return {"status": "ok", "stores": {"flaky": "ok"}}
+        return {"status": "ok", "stores": {"flaky": "ok", "forgetful": "ok"}}
 
     @app.get("/{store}/{id}")
     async def read(store: str, id: str) -> dict[str, object]:
@@ -42,6 +44,8 @@ def create_flaky_app() -> FastAPI:
     ) -> Response:
         nonlocal firsts
         if idempotency_key is not None and idempotency_key in records:
+            if store == "forgetful":
+                return JSONResponse({"error": "Idempotency-Key reused for another request"}, 422)
             status, body = records[idempotency_key]
             return JSONResponse(body, status, headers={"idempotent-replayed": "true"})
         current = counters.get(id, 0)

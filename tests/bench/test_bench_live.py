@@ -239,6 +239,24 @@ def test_idempotent_bench_retries_landed_503s_and_expects_the_exact_count(
     assert figures["verdict"]["status"] == "correct"
 
 
+def test_a_retry_refused_with_a_4xx_leaves_the_first_attempt_unknown(
+    flaky_service: str, tmp_path: Path
+) -> None:
+    code, doc = bench(
+        flaky_service,
+        tmp_path,
+        "--stores forgetful --requests 200 --concurrency 8 --idempotent",
+    )
+
+    assert code == 1
+    [figures] = doc["stores"]
+    # The 50 first attempts that answered 503 counted, and their retries got 422s.
+    assert figures["keys"][0]["final"] == 200
+    assert (figures["ok"], figures["errors"]) == (150, {"retry answered 422": 50})
+    # Unknown outcomes, not writes that did nothing: never "extra increments".
+    assert figures["verdict"]["kinds"] == ["unresolved"]
+
+
 def test_without_idempotency_keys_the_same_503s_are_only_inconclusive(
     flaky_service: str, tmp_path: Path
 ) -> None:
