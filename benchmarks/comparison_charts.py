@@ -54,7 +54,8 @@ def _grouped(
 def _phases(faults: dict[str, Any], path: Path) -> Path:
     """One group of bars per store: its share of 200s in each kind of phase."""
     stores = [s for s in STORES if s in faults]
-    phases = ("healthy", "hold", "reset", "stall")
+    # The fault phases in the scenario's order, as its figures name them.
+    phases = ("healthy", *next(iter(faults.values()))["share_200_by_phase"])
 
     def share(figures: dict[str, Any], phase: str) -> float:
         value = (

@@ -315,6 +315,8 @@ def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
     if not faults:
         lines += ["Not measured in this run.", ""]
     else:
+        # The fault phases in the scenario's order, as its figures name them.
+        modes = list(sizes["share_200_by_phase"]) if sizes else []
         rows = []
         for store in STORES:
             f = faults.get(store)
@@ -326,11 +328,8 @@ def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
                     store,
                     _num(f["share_200_healthy"], 3),
                     _num(f["share_200_in_faults"], 3),
-                    " / ".join(_num(phase[mode], 2) for mode in ("hold", "reset", "stall")),
-                    " / ".join(
-                        _num(f[f"serve_again_after_{mode}_s"], 2)
-                        for mode in ("hold", "reset", "stall")
-                    ),
+                    " / ".join(_num(phase[mode], 2) for mode in modes),
+                    " / ".join(_num(f[f"serve_again_after_{mode}_s"], 2) for mode in modes),
                     _num(f["ops_answered"], 2),
                     _num(f["keyed"]["exact"]),
                     _num(f["capped"]["exact"]),
@@ -343,8 +342,8 @@ def _faults(doc: dict[str, Any], charts: dict[str, Path]) -> list[str]:
             "store",
             "200s while healthy",
             "200s during faults",
-            "hold / reset / stall",
-            "serves again after hold / reset / stall, s",
+            " / ".join(modes),
+            f"serves again after {' / '.join(modes)}, s",
             "increments answered",
             "keyed exact",
             "capped exact",

@@ -55,6 +55,7 @@ PHASES: tuple[tuple[Mode, float], ...] = (
     ("healthy", 0.0),
 )
 CYCLE_SECONDS = sum(seconds for _, seconds in PHASES)
+FAULT_MODES: tuple[Mode, ...] = ("hold", "reset", "stall")
 
 CAP = 100
 WORKERS = 3
@@ -116,9 +117,9 @@ class Record:
             "share_200": round(ok / len(counted), 3) if counted else None,
             "ops_answered": round(answered / len(ops), 3) if ops else None,
             "share_200_healthy": self.share_200_in(counted, ("healthy",)),
-            "share_200_in_faults": self.share_200_in(counted, ("hold", "reset", "stall")),
+            "share_200_in_faults": self.share_200_in(counted, FAULT_MODES),
             "share_200_by_phase": {
-                mode: self.share_200_in(counted, (mode,)) for mode in ("hold", "reset", "stall")
+                mode: self.share_200_in(counted, (mode,)) for mode in FAULT_MODES
             },
             "serve_again_after_hold_s": self.serve_again_after("hold"),
             "serve_again_after_reset_s": self.serve_again_after("reset"),

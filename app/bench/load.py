@@ -326,7 +326,7 @@ async def _increment(
     if status == 0:
         return replace(sample, error=note)
     if attempt and _refused_retry(status):
-        return replace(sample, status=0, error=f"retry answered {status}")
+        return _unknown_after_refusal(sample)
     if status in (200, 409) and counter is None:
         if status == 200:
             # A 200 without a counter is not a success we can check: count it as an error.
@@ -343,6 +343,10 @@ def _refused_retry(status: int) -> bool:
     A 409 is an answer of its own: capped (with the counter) or still in flight.
     """
     return 400 <= status < 500 and status != 409
+
+
+def _unknown_after_refusal(sample: Sample) -> Sample:
+    return replace(sample, status=0, error=f"retry answered {sample.status}")
 
 
 def _worth_retrying(status: int, counter: int | None) -> bool:
@@ -404,7 +408,7 @@ async def _batch(
             if status == 0:
                 sample = replace(sample, error=note)
             elif attempt and _refused_retry(status):
-                sample = replace(sample, status=0, error=f"retry answered {status}")
+                sample = _unknown_after_refusal(sample)
             elif status == 200:
                 sample = replace(sample, status=0, error="200 without results")
             elif status == 409:
